@@ -1,0 +1,102 @@
+"""The `fourdqbo` Typer application: global options and the one place errors become exit codes."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from fourdqbo import __version__
+from fourdqbo.cli import auth, config_cmd, demo, fourd, qbo, sandbox, status, sync
+from fourdqbo.cli.context import app_state
+from fourdqbo.errors import FourdqboError
+
+
+class FourdqboGroup(TyperGroup):
+    """Turns every expected failure into one line on stderr and its documented exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except FourdqboError as exc:
+            if _debug(ctx):
+                raise
+            _one_line(str(exc))
+            raise click.exceptions.Exit(exc.exit_code) from None
+        except BrokenPipeError:
+            # Output piped into `head` and the like: stop quietly.
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise click.exceptions.Exit(0) from None
+        except KeyboardInterrupt:
+            _one_line("interrupted")
+            raise click.exceptions.Exit(130) from None
+        except Exception as exc:
+            if _debug(ctx):
+                raise
+            _one_line(f"unexpected error: {type(exc).__name__} (run with --debug for details)")
+            raise click.exceptions.Exit(1) from None
+
+
+def _debug(ctx: click.Context) -> bool:
+    obj = ctx.find_root().obj
+    return bool(getattr(obj, "debug", False)) or "--debug" in sys.argv
+
+
+def _one_line(message: str) -> None:
+    from fourdqbo.log import redact
+
+    text = " ".join(redact(message).split())
+    print(f"fourdqbo: {text}", file=sys.stderr)
+
+
+app = typer.Typer(
+    cls=FourdqboGroup,
+    name="fourdqbo",
+    help="Keep QuickBooks Online invoices in step with 4D EMR price quotes.\n\n"
+    "Example: fourdqbo sync run --quiet   (what cron runs every few minutes)",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"fourdqbo {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for failures."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log details to the console."),
+) -> None:
+    state = app_state(ctx)
+    state.debug = debug
+    state.verbose = verbose
+
+
+app.add_typer(config_cmd.app, name="config")
+app.command("status")(status.status)
+app.add_typer(auth.app, name="auth")
+app.add_typer(qbo.app, name="qbo")
+app.add_typer(fourd.app, name="4d")
+app.add_typer(sync.app, name="sync")
+app.add_typer(sandbox.app, name="sandbox")
+app.command("demo")(demo.demo)
+
+
+def main() -> None:
+    app(prog_name="fourdqbo")

@@ -1,0 +1,403 @@
+"""Settings: read once from the environment and `.env`, validated into a frozen object.
+
+The environment wins over `.env`. Malformed values are recorded per variable rather than
+raised at load time, so a command only fails on the settings it actually needs
+(`Settings.require`), naming exactly those.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+
+from fourdqbo.errors import ConfigError
+from fourdqbo.timefmt import load_zone, parse_cli_datetime
+
+DEFAULT_FOURD_BASE_URL = "https://api.4d-emr.com/api/public"
+QBO_API_HOSTS = {
+    "production": "https://quickbooks.api.intuit.com",
+    "sandbox": "https://sandbox-quickbooks.api.intuit.com",
+}
+QBO_DISCOVERY_URLS = {
+    "production": "https://developer.api.intuit.com/.well-known/openid_configuration",
+    "sandbox": "https://developer.api.intuit.com/.well-known/openid_sandbox_configuration",
+}
+# Variables whose values are secrets: masked by `config show`, scrubbed from logs.
+SECRET_VARIABLES = ("FOURD_CLIENT_SECRET", "FOURD_SUBSCRIPTION_KEY", "QBO_CLIENT_SECRET")
+LEGACY_NAMES = {
+    "4D_BASE_URL": "FOURD_BASE_URL",
+    "4D_CLIENT_ID": "FOURD_CLIENT_ID",
+    "4D_CLIENT_SECRET": "FOURD_CLIENT_SECRET",
+    "4D_SUBSCRIPTION_KEY": "FOURD_SUBSCRIPTION_KEY",
+}
+FOURD_CREDENTIALS = ("FOURD_CLIENT_ID", "FOURD_CLIENT_SECRET", "FOURD_SUBSCRIPTION_KEY")
+QBO_APP = ("QBO_CLIENT_ID", "QBO_CLIENT_SECRET")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of DESIGN.md, typed. Attribute names are the variable names, lower-cased."""
+
+    fourd_base_url: str = DEFAULT_FOURD_BASE_URL
+    fourd_client_id: str = ""
+    fourd_client_secret: str = ""
+    fourd_subscription_key: str = ""
+    qbo_client_id: str = ""
+    qbo_client_secret: str = ""
+    qbo_environment: str = "production"
+    qbo_redirect_uri: str = "http://localhost:8725/callback"
+    qbo_callback_host: str = "127.0.0.1"
+    qbo_callback_port: int = 8725
+    qbo_callback_path: str = "/callback"
+    qbo_api_base_url: str = QBO_API_HOSTS["production"]
+    qbo_discovery_url: str = ""  # empty: intuit-oauth's own discovery for qbo_environment
+    qbo_minor_version: str = "75"
+    qbo_token_file: Path = Path("data/qbo_token.json")
+    redis_url: str = "redis://localhost:6379/0"
+    state_backend: str = "redis"
+    state_prefix: str = "fourdqbo"
+    sync_timezone: str = "America/New_York"
+    sync_initial_from: datetime | None = None
+    sync_overlap_seconds: int = 300
+    sync_reopened_action: str = "delete"
+    qbo_item_procedure: str = "Procedure"
+    qbo_item_supplies: str = "Supplies Charge"
+    qbo_item_anesthesia: str = "Anesthesia Fee"
+    qbo_item_facility: str = "OR Facility Fee"
+    qbo_custom_field_quote_version: str = "1"
+    qbo_custom_field_quoted_by: str = "2"
+    customer_name_template: str = "{patient_id}.{initials}"
+    facility_fee_description: str = "Facility Fee"
+    qbo_max_requests_per_minute: int = 500
+    qbo_max_batches_per_minute: int = 40
+    qbo_max_in_flight: int = 10
+    # Length of QBO's throttle "minute" in seconds. Only the sandbox and the benchmarks
+    # shorten it (scaled time); against the real QBO it stays 60.
+    qbo_rate_window_seconds: float = 60.0
+    fourd_max_in_flight: int = 4
+    healthcheck_url: str = ""
+    logs_dir: Path = Path("logs")
+    data_dir: Path = Path("data")
+    # Variable name -> why its value was refused. Only reported when a command needs it.
+    problems: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def require(self, *names: str) -> None:
+        """Raise ConfigError (exit 2) naming each listed variable that is missing or malformed."""
+        missing = [name for name in names if name not in self.problems and not self.value(name)]
+        malformed = [f"{name} ({self.problems[name]})" for name in names if name in self.problems]
+        parts = []
+        if missing:
+            parts.append(
+                "missing setting" + ("s " if len(missing) > 1 else " ") + ", ".join(missing)
+            )
+        if malformed:
+            parts.append("malformed " + "; ".join(malformed))
+        if parts:
+            raise ConfigError(" and ".join(parts) + " (set it in the environment or .env)")
+
+    def require_fourd(self) -> None:
+        self.require("FOURD_BASE_URL", *FOURD_CREDENTIALS, "FOURD_MAX_IN_FLIGHT")
+
+    def require_qbo(self) -> None:
+        """What any QBO API call needs (the app keys are needed to refresh a token)."""
+        self.require(
+            *QBO_APP,
+            "QBO_ENVIRONMENT",
+            "QBO_API_BASE_URL",
+            "QBO_DISCOVERY_URL",
+            "QBO_MINOR_VERSION",
+            "QBO_TOKEN_FILE",
+            "QBO_MAX_REQUESTS_PER_MINUTE",
+            "QBO_MAX_BATCHES_PER_MINUTE",
+            "QBO_MAX_IN_FLIGHT",
+            "QBO_RATE_WINDOW_SECONDS",
+        )
+
+    def require_oauth(self) -> None:
+        self.require(
+            *QBO_APP,
+            "QBO_ENVIRONMENT",
+            "QBO_REDIRECT_URI",
+            "QBO_CALLBACK_HOST",
+            "QBO_CALLBACK_PORT",
+            "QBO_CALLBACK_PATH",
+            "QBO_DISCOVERY_URL",
+            "QBO_TOKEN_FILE",
+        )
+
+    def require_state(self) -> None:
+        self.require("STATE_BACKEND", "REDIS_URL", "STATE_PREFIX", "DATA_DIR")
+
+    def require_sync(self) -> None:
+        self.require_fourd()
+        self.require_qbo()
+        self.require_state()
+        self.require(
+            "SYNC_TIMEZONE",
+            "SYNC_INITIAL_FROM",
+            "SYNC_OVERLAP_SECONDS",
+            "SYNC_REOPENED_ACTION",
+            "CUSTOMER_NAME_TEMPLATE",
+            "QBO_CUSTOM_FIELD_QUOTE_VERSION",
+            "QBO_CUSTOM_FIELD_QUOTED_BY",
+            "HEALTHCHECK_URL",
+        )
+
+    def value(self, name: str) -> Any:
+        return getattr(self, name.lower())
+
+    @property
+    def oauth_environment(self) -> str:
+        """What intuit-oauth's AuthClient takes as `environment`: a discovery URL or a name."""
+        return self.qbo_discovery_url or self.qbo_environment
+
+    def shown(self) -> dict[str, str]:
+        """Every setting as text for `config show`, secrets masked."""
+        out: dict[str, str] = {}
+        for item in fields(self):
+            if item.name == "problems":
+                continue
+            name = item.name.upper()
+            raw = getattr(self, item.name)
+            text = "" if raw is None else str(raw)
+            if name in SECRET_VARIABLES:
+                text = mask(text)
+            elif name == "REDIS_URL":
+                text = mask_url_password(text)
+            out[name] = text
+        return out
+
+
+def mask(secret: str) -> str:
+    """Show that a secret is set without showing any of it (not even a suffix)."""
+    return "(set)" if secret else "(not set)"
+
+
+def mask_url_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+    return url
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    dotenv_path: Path | str | None = ".env",
+) -> Settings:
+    """Read the environment (winning) and `.env`; never raises for bad values."""
+    merged: dict[str, str] = {}
+    if dotenv_path is not None and Path(dotenv_path).is_file():
+        try:
+            file_values = dotenv_values(dotenv_path)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read {dotenv_path}: {exc.__class__.__name__}") from None
+        merged.update({k: v for k, v in file_values.items() if v is not None})
+    env = dict(os.environ if environ is None else environ)
+    merged.update(env)
+    for legacy, modern in LEGACY_NAMES.items():
+        if legacy in merged and modern not in merged:
+            merged[modern] = merged[legacy]
+    return _build(merged)
+
+
+def _build(raw: Mapping[str, str]) -> Settings:
+    values: dict[str, Any] = {}
+    problems: dict[str, str] = {}
+    defaults = Settings()
+
+    def take(name: str, convert: Callable[[str], Any]) -> None:
+        text = raw.get(name)
+        if text is None:
+            return
+        text = text.strip()
+        if text == "" and name not in _EMPTY_ALLOWED:
+            return
+        try:
+            values[name.lower()] = convert(text)
+        except ValueError as exc:
+            problems[name] = str(exc)
+
+    environment = (raw.get("QBO_ENVIRONMENT") or defaults.qbo_environment).strip().lower()
+    for name, convert in _CONVERTERS.items():
+        take(name, convert)
+    if "QBO_ENVIRONMENT" not in problems and "QBO_API_BASE_URL" not in values:
+        values["qbo_api_base_url"] = QBO_API_HOSTS.get(environment, defaults.qbo_api_base_url)
+    settings = Settings(**values, problems=problems)
+    return settings
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def convert(text: str) -> str:
+        lowered = text.lower()
+        if lowered not in options:
+            raise ValueError("expected one of " + ", ".join(options))
+        return lowered
+
+    return convert
+
+
+def _positive_int(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise ValueError("expected a whole number") from None
+    if number <= 0:
+        raise ValueError("expected a number above 0")
+    return number
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise ValueError("expected a whole number") from None
+    if number < 0:
+        raise ValueError("expected 0 or more")
+    return number
+
+
+def _positive_float(text: str) -> float:
+    try:
+        number = float(text)
+    except ValueError:
+        raise ValueError("expected a number") from None
+    if not number > 0:
+        raise ValueError("expected a number above 0")
+    return number
+
+
+def _port(text: str) -> int:
+    number = _positive_int(text)
+    if number > 65535:
+        raise ValueError("expected a port number")
+    return number
+
+
+def _url(text: str) -> str:
+    """An http(s) URL; plain http only to a loopback host (patient data never travels clear)."""
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected an http(s) URL")
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise ValueError("plain http is only allowed to a loopback host; use https")
+    return text.rstrip("/")
+
+
+def _redirect_uri(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected an http(s) URL")
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise ValueError("Intuit only allows http for localhost; use https")
+    return text
+
+
+def _redis_url(text: str) -> str:
+    if urlsplit(text).scheme not in ("redis", "rediss", "unix"):
+        raise ValueError("expected redis://, rediss:// or unix://")
+    return text
+
+
+def _zone(text: str) -> str:
+    load_zone(text)
+    return text
+
+
+def _instant(text: str) -> datetime:
+    return parse_cli_datetime(text)
+
+
+def _template(text: str) -> str:
+    try:
+        text.format(patient_id="1", initials="AB")
+    except (KeyError, IndexError, ValueError):
+        raise ValueError("may use only {patient_id} and {initials}") from None
+    return text
+
+
+def _definition_id(text: str) -> str:
+    if text and not text.isdigit():
+        raise ValueError("expected a numeric DefinitionId or empty")
+    return text
+
+
+def _path(text: str) -> Path:
+    return Path(text)
+
+
+def _path_segment(text: str) -> str:
+    if not text.startswith("/"):
+        raise ValueError("expected a path starting with /")
+    return text
+
+
+def _minor_version(text: str) -> str:
+    if not text.isdigit():
+        raise ValueError("expected a number")
+    return text
+
+
+def _text(text: str) -> str:
+    return text
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+_EMPTY_ALLOWED = {"QBO_CUSTOM_FIELD_QUOTE_VERSION", "QBO_CUSTOM_FIELD_QUOTED_BY"}
+
+_CONVERTERS: dict[str, Callable[[str], Any]] = {
+    "FOURD_BASE_URL": _url,
+    "FOURD_CLIENT_ID": _text,
+    "FOURD_CLIENT_SECRET": _text,
+    "FOURD_SUBSCRIPTION_KEY": _text,
+    "QBO_CLIENT_ID": _text,
+    "QBO_CLIENT_SECRET": _text,
+    "QBO_ENVIRONMENT": _choice("production", "sandbox"),
+    "QBO_REDIRECT_URI": _redirect_uri,
+    "QBO_CALLBACK_HOST": _text,
+    "QBO_CALLBACK_PORT": _port,
+    "QBO_CALLBACK_PATH": _path_segment,
+    "QBO_API_BASE_URL": _url,
+    "QBO_DISCOVERY_URL": _url,
+    "QBO_MINOR_VERSION": _minor_version,
+    "QBO_TOKEN_FILE": _path,
+    "REDIS_URL": _redis_url,
+    "STATE_BACKEND": _choice("redis", "file"),
+    "STATE_PREFIX": _text,
+    "SYNC_TIMEZONE": _zone,
+    "SYNC_INITIAL_FROM": _instant,
+    "SYNC_OVERLAP_SECONDS": _non_negative_int,
+    "SYNC_REOPENED_ACTION": _choice("delete", "void"),
+    "QBO_ITEM_PROCEDURE": _text,
+    "QBO_ITEM_SUPPLIES": _text,
+    "QBO_ITEM_ANESTHESIA": _text,
+    "QBO_ITEM_FACILITY": _text,
+    "QBO_CUSTOM_FIELD_QUOTE_VERSION": _definition_id,
+    "QBO_CUSTOM_FIELD_QUOTED_BY": _definition_id,
+    "CUSTOMER_NAME_TEMPLATE": _template,
+    "FACILITY_FEE_DESCRIPTION": _text,
+    "QBO_MAX_REQUESTS_PER_MINUTE": _positive_int,
+    "QBO_MAX_BATCHES_PER_MINUTE": _positive_int,
+    "QBO_MAX_IN_FLIGHT": _positive_int,
+    "QBO_RATE_WINDOW_SECONDS": _positive_float,
+    "FOURD_MAX_IN_FLIGHT": _positive_int,
+    "HEALTHCHECK_URL": _url,
+    "LOGS_DIR": _path,
+    "DATA_DIR": _path,
+}

@@ -1,0 +1,1 @@
+"""The 4D EMR side: HTTP client (`client`) and typed records (`records`)."""

@@ -1,0 +1,389 @@
+"""Typed, frozen records of 4D EMR objects, parsed tolerantly from JSON.
+
+Parsing accepts missing and null fields and ignores extra ones; it raises `RecordError`
+(a ValueError) only when a value we rely on is unusable. `PriceQuoteNo` is always a
+string, amounts are Decimal, times aware UTC. Patient names live only in these records
+(for the operator's own screens); they must never reach logs or the run history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from fourdqbo.money import ZERO, to_decimal
+from fourdqbo.timefmt import parse_instant
+
+STATUS_INACTIVE = 0
+STATUS_ACTIVE = 1
+STATUS_COMPLETED = 4
+STATUS_NAMES = {STATUS_INACTIVE: "inactive", STATUS_ACTIVE: "active", STATUS_COMPLETED: "completed"}
+
+
+class RecordError(ValueError):
+    """A 4D record that cannot be used; the message names the field, never its content."""
+
+
+@dataclass(frozen=True)
+class Ref:
+    """An `{Id, Name}` pair as 4D nests them."""
+
+    id: str | None = None
+    name: str | None = None
+
+    @classmethod
+    def parse(cls, value: Any) -> Ref | None:
+        if value is None:
+            return None
+        if not isinstance(value, Mapping):
+            raise RecordError("expected an {Id, Name} object")
+        ident = value.get("Id")
+        name = value.get("Name")
+        return cls(
+            id=None if ident is None else _scalar_text(ident, "Id"),
+            name=None if name is None else str(name),
+        )
+
+
+@dataclass(frozen=True)
+class Procedure:
+    name: str
+    amount: Decimal
+    discount: Decimal
+
+
+@dataclass(frozen=True)
+class Supply:
+    title: str
+    quantity: Decimal
+    unit_cost: Decimal
+    show_on_quote: bool
+
+
+@dataclass(frozen=True)
+class QuoteSummary:
+    """One row of `quotes/list`."""
+
+    number: str
+    version: int
+    status_id: int | None
+    status_name: str | None
+    patient_id: str | None
+    patient_name: str | None = field(default=None, repr=False)
+    external_id: str | None = None
+    procedure_description: str | None = field(default=None, repr=False)
+
+    @property
+    def status(self) -> str:
+        return status_label(self.status_id)
+
+    @classmethod
+    def parse(cls, data: Any) -> QuoteSummary:
+        obj = _object(data, "quote summary")
+        status = Ref.parse(obj.get("PriceQuoteStatus")) or Ref()
+        patient = Ref.parse(obj.get("Patient")) or Ref()
+        external = obj.get("ExternalId")
+        return cls(
+            number=quote_number(obj.get("PriceQuoteNo")),
+            version=_version(obj.get("Version")),
+            status_id=_status_id(status.id),
+            status_name=status.name,
+            patient_id=patient.id,
+            patient_name=patient.name,
+            external_id=None if external is None else str(external),
+            procedure_description=_optional_text(obj.get("ProcedureDescription")),
+        )
+
+
+@dataclass(frozen=True)
+class Quote:
+    """A full quote from `quotes?quoteNumber=`."""
+
+    number: str
+    version: int
+    date: datetime | None
+    status_id: int | None
+    status_name: str | None
+    patient_id: str | None
+    patient_name: str | None = field(repr=False)
+    created_by: Ref | None = field(repr=False)
+    provider: Ref | None = field(repr=False)
+    procedures: tuple[Procedure, ...]
+    supplies: tuple[Supply, ...]
+    anesthesia_amount: Decimal
+    anesthesia_group: Ref | None
+    facility_amount: Decimal
+    total_amount: Decimal | None
+
+    @property
+    def status(self) -> str:
+        return status_label(self.status_id)
+
+    @classmethod
+    def parse(cls, data: Any) -> Quote:
+        obj = _object(data, "quote")
+        status = Ref.parse(obj.get("PriceQuoteStatus")) or Ref()
+        patient = Ref.parse(obj.get("Patient")) or Ref()
+        raw_date = obj.get("PriceQuoteDate")
+        try:
+            when = None if raw_date in (None, "") else parse_instant(str(raw_date))
+        except ValueError:
+            raise RecordError("PriceQuoteDate is not an ISO 8601 UTC date-time") from None
+        total = obj.get("TotalAmt")
+        return cls(
+            number=quote_number(obj.get("PriceQuoteNo")),
+            version=_version(obj.get("Version")),
+            date=when,
+            status_id=_status_id(status.id),
+            status_name=status.name,
+            patient_id=patient.id,
+            patient_name=patient.name,
+            created_by=Ref.parse(obj.get("CreatedBy")),
+            provider=Ref.parse(obj.get("Provider")),
+            procedures=tuple(
+                Procedure(
+                    name=_optional_text(p.get("ProcedureName")) or "",
+                    amount=_amount(p.get("Amount"), "Procedures.Amount"),
+                    discount=_amount(p.get("DiscountAmount"), "Procedures.DiscountAmount"),
+                )
+                for p in _objects(obj.get("Procedures"), "Procedures")
+            ),
+            supplies=tuple(
+                Supply(
+                    title=_optional_text(s.get("ItemTitle")) or "",
+                    quantity=_amount(s.get("Quantity"), "Supplies.Quantity"),
+                    unit_cost=_amount(s.get("UnitCost"), "Supplies.UnitCost"),
+                    show_on_quote=_flag(s.get("ShowOnQuote")),
+                )
+                for s in _objects(obj.get("Supplies"), "Supplies")
+            ),
+            anesthesia_amount=_amount(obj.get("AnesthAmt"), "AnesthAmt"),
+            anesthesia_group=Ref.parse(obj.get("AnesthesiaGroup")),
+            facility_amount=_amount(obj.get("FacilityAmt"), "FacilityAmt"),
+            total_amount=None if total is None else _amount(total, "TotalAmt"),
+        )
+
+
+@dataclass(frozen=True)
+class Patient:
+    id: str
+    name: str | None = field(repr=False)
+    first_name: str | None = field(default=None, repr=False)
+    last_name: str | None = field(default=None, repr=False)
+    date_of_birth: str | None = field(default=None, repr=False)
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def parse(cls, data: Any) -> Patient:
+        obj = _object(data, "patient")
+        ident = _first(obj, "Id", "PatientId", "id", "patientId")
+        if ident is None:
+            raise RecordError("patient without an Id")
+        first = _optional_text(_first(obj, "FirstName", "firstName", "Firstname"))
+        last = _optional_text(_first(obj, "LastName", "lastName", "Lastname"))
+        name = _optional_text(_first(obj, "Name", "FullName", "name"))
+        if name is None and (first or last):
+            name = " ".join(part for part in (first, last) if part)
+        return cls(
+            id=_scalar_text(ident, "Id"),
+            name=name,
+            first_name=first,
+            last_name=last,
+            date_of_birth=_optional_text(
+                _first(obj, "DateOfBirth", "Dob", "DOB", "dob", "BirthDate")
+            ),
+            raw=dict(obj),
+        )
+
+
+@dataclass(frozen=True)
+class Appointment:
+    id: str | None
+    start: str | None
+    patient_id: str | None
+    patient_name: str | None = field(repr=False)
+    provider: str | None
+    kind: str | None
+    status: str | None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def parse(cls, data: Any) -> Appointment:
+        obj = _object(data, "appointment")
+        patient = _nested_ref(obj.get("Patient"))
+        provider = _nested_ref(obj.get("Provider"))
+        ident = _first(obj, "Id", "AppointmentId", "id")
+        return cls(
+            id=None if ident is None else _scalar_text(ident, "Id"),
+            start=_optional_text(_first(obj, "StartTime", "Start", "AppointmentDate", "Date")),
+            patient_id=patient.id or _optional_text(obj.get("PatientId")),
+            patient_name=patient.name,
+            provider=provider.name,
+            kind=_optional_text(_first(obj, "AppointmentType", "Type", "Reason")),
+            status=_optional_text(_nested_name(_first(obj, "Status", "AppointmentStatus"))),
+            raw=dict(obj),
+        )
+
+
+@dataclass(frozen=True)
+class Charge:
+    id: str | None
+    date: str | None
+    patient_id: str | None
+    patient_name: str | None = field(repr=False)
+    code: str | None
+    description: str | None = field(repr=False)
+    amount: Decimal
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def parse(cls, data: Any) -> Charge:
+        obj = _object(data, "charge")
+        patient = _nested_ref(obj.get("Patient"))
+        ident = _first(obj, "Id", "ChargeId", "id")
+        return cls(
+            id=None if ident is None else _scalar_text(ident, "Id"),
+            date=_optional_text(_first(obj, "ServiceDate", "ChargeDate", "Date", "PostDate")),
+            patient_id=patient.id or _optional_text(obj.get("PatientId")),
+            patient_name=patient.name,
+            code=_optional_text(_first(obj, "Code", "ProcedureCode", "CptCode")),
+            description=_optional_text(_first(obj, "Description", "ProcedureName")),
+            amount=to_decimal(
+                _first(obj, "Amount", "ChargeAmount", "Fee"), "Amount", allow_negative=True
+            ),
+            raw=dict(obj),
+        )
+
+
+def status_label(status_id: int | None) -> str:
+    if status_id is None:
+        return "unknown"
+    return STATUS_NAMES.get(status_id, f"unknown({status_id})")
+
+
+def quote_number(value: Any) -> str:
+    """`PriceQuoteNo` comes as a number or a string; we always use the string."""
+    if value is None or isinstance(value, bool):
+        raise RecordError("quote without PriceQuoteNo")
+    if isinstance(value, Decimal):
+        if value != value.to_integral_value():
+            raise RecordError("PriceQuoteNo is not a whole number")
+        value = int(value)
+    text = str(value).strip()
+    if not text or len(text) > 21 or any(ch in text for ch in "'\\\"\r\n\t"):
+        raise RecordError("PriceQuoteNo is empty or not a document number")
+    return text
+
+
+def _version(value: Any) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool):
+        raise RecordError("Version is not a whole number")
+    try:
+        number = int(value) if not isinstance(value, str) else int(value.strip())
+    except (TypeError, ValueError):
+        raise RecordError("Version is not a whole number") from None
+    if isinstance(value, Decimal) and value != number:
+        raise RecordError("Version is not a whole number")
+    if number < 0 or number > 10**9:
+        raise RecordError("Version is out of range")
+    return number
+
+
+def _status_id(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return -1  # present but not a number: an unknown status, skipped by the planner
+
+
+def _amount(value: Any, field_name: str) -> Decimal:
+    try:
+        return to_decimal(value, field_name)
+    except ValueError as exc:
+        raise RecordError(str(exc)) from None
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | Decimal):
+        return value != 0
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes", "y")
+    return False
+
+
+def _object(data: Any, what: str) -> Mapping[str, Any]:
+    if not isinstance(data, Mapping):
+        raise RecordError(f"{what} is not a JSON object")
+    return data
+
+
+def _objects(value: Any, what: str) -> list[Mapping[str, Any]]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise RecordError(f"{what} is not a list")
+    if not all(isinstance(item, Mapping) for item in value):
+        raise RecordError(f"{what} holds something that is not an object")
+    return value
+
+
+def _scalar_text(value: Any, what: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
+        raise RecordError(f"{what} is not a string or number")
+    if isinstance(value, Decimal) and value == value.to_integral_value():
+        value = int(value)
+    return str(value)
+
+
+def _optional_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, Mapping | list):
+        return None
+    return str(value)
+
+
+def _first(obj: Mapping[str, Any], *keys: str) -> Any:
+    for key in keys:
+        if obj.get(key) is not None:
+            return obj[key]
+    return None
+
+
+def _nested_ref(value: Any) -> Ref:
+    try:
+        return Ref.parse(value) or Ref()
+    except RecordError:
+        return Ref()
+
+
+def _nested_name(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return value.get("Name")
+    return value
+
+
+__all__ = [
+    "STATUS_ACTIVE",
+    "STATUS_COMPLETED",
+    "STATUS_INACTIVE",
+    "ZERO",
+    "Appointment",
+    "Charge",
+    "Patient",
+    "Procedure",
+    "Quote",
+    "QuoteSummary",
+    "RecordError",
+    "Ref",
+    "Supply",
+]

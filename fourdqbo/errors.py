@@ -1,0 +1,102 @@
+"""The exception hierarchy: every expected failure is a FourdqboError carrying its exit code.
+
+The CLI maps these to a one-line message and the documented exit code, once, at the top
+(`fourdqbo.cli.app`). Messages never contain patient names, tokens or secrets.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_ATTENTION = 1  # finished, but some quotes failed or are conflicts
+EXIT_USAGE = 2  # usage or configuration error; nothing was called
+EXIT_UPSTREAM = 3  # an upstream refused or was unreachable; nothing more was written
+EXIT_LOCKED = 75  # another sync holds the lock (EX_TEMPFAIL)
+
+
+class FourdqboError(Exception):
+    """Base of every expected failure."""
+
+    exit_code: int = EXIT_ATTENTION
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(FourdqboError):
+    """A missing or malformed setting, a bad flag or date: nothing was called."""
+
+    exit_code = EXIT_USAGE
+
+
+class TokenMissing(ConfigError):
+    """No QBO token file: the operator has to run `fourdqbo auth login`."""
+
+
+class UpstreamError(FourdqboError):
+    """4D, QBO, Intuit OAuth or the state store refused or could not be reached."""
+
+    exit_code = EXIT_UPSTREAM
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        service: str = "",
+        status: int | None = None,
+        intuit_tid: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.service = service
+        self.status = status
+        self.intuit_tid = intuit_tid
+
+
+class AuthError(UpstreamError):
+    """Credentials were refused (4D 401/403, QBO 401 after a refresh, OAuth invalid_grant)."""
+
+
+class MalformedPayload(UpstreamError):
+    """An upstream answered with JSON we cannot use (wrong shape, bad numbers, bad dates)."""
+
+
+class OutcomeUnknown(UpstreamError):
+    """A write was sent but its answer was lost (timeout, dropped connection, 5xx).
+
+    The write may or may not have been applied: the caller must look the document up
+    before writing again. Never retried blindly.
+    """
+
+
+class QBOFault(UpstreamError):
+    """QBO answered with a Fault (HTTP 400 or a per-item batch fault)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str = "",
+        detail: str = "",
+        element: str = "",
+        fault_type: str = "",
+        status: int | None = None,
+        intuit_tid: str | None = None,
+    ) -> None:
+        super().__init__(message, service="qbo", status=status, intuit_tid=intuit_tid)
+        self.code = code
+        self.detail = detail
+        self.element = element
+        self.fault_type = fault_type
+
+
+class StateStoreError(UpstreamError):
+    """The state store (Redis or the state files) could not be used."""
+
+
+class LockHeld(FourdqboError):
+    """Another sync run holds the lock; this run did nothing."""
+
+    exit_code = EXIT_LOCKED

@@ -1,0 +1,259 @@
+"""The one HTTP policy both API clients share: timeouts, retries, pacing, counting.
+
+- Retries are declared once (`RetryPolicy`): capped exponential backoff with full jitter
+  on 429, 5xx and network errors, honouring `Retry-After`.
+- Reads (idempotent requests) are retried. Writes are retried only when the request
+  provably was not applied: a 429 (rejected by the throttle before processing) or a
+  connection that never opened. Any other failure of a write (timeout, dropped
+  connection, 5xx) raises `OutcomeUnknown`: the caller must look the document up before
+  writing again. That is the hook the sync engine uses against duplicates.
+- `RateLimiter` paces requests to stay under a per-window limit rather than bounce off it;
+  a semaphore bounds the requests in flight.
+- `RequestCounter` counts requests per service for the run report and the benchmarks.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+
+from fourdqbo.errors import OutcomeUnknown, UpstreamError
+from fourdqbo.timefmt import utcnow
+
+log = logging.getLogger(__name__)
+
+TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Which failures are retried, how often and how long to wait between attempts."""
+
+    max_attempts: int = 5
+    base_delay: float = 0.5
+    max_delay: float = 20.0
+    max_retry_after: float = 120.0
+    retry_statuses: frozenset[int] = TRANSIENT_STATUSES
+
+    def backoff(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait after failed attempt number `attempt` (1-based)."""
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.max_retry_after)
+        cap = min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
+        return random.uniform(cap / 2, cap)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """`Retry-After` as seconds: either delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max((when - utcnow()).total_seconds(), 0.0)
+
+
+class RateLimiter:
+    """Token bucket that keeps any `window`-second span under `limit` units.
+
+    The bucket holds at most `burst` units and refills at (limit - burst) / window per
+    second, so even a full bucket spent at once plus a window's refill stays within the
+    limit: pacing below the throttle instead of bouncing off it.
+    """
+
+    def __init__(
+        self,
+        limit: int,
+        window: float,
+        burst: int = 1,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if limit <= 0 or window <= 0:
+            raise ValueError("limit and window must be positive")
+        self.capacity = max(1, min(burst, limit - 1 if limit > 1 else 1))
+        self.rate = max(limit - self.capacity, 1) / window
+        self._tokens = float(self.capacity)
+        self._clock = clock
+        self._sleep = sleep
+        self._stamp = clock()
+        self._lock = threading.Lock()
+
+    def acquire(self, units: int = 1) -> float:
+        """Block until `units` may be spent; returns the seconds waited."""
+        units = min(units, self.capacity)
+        waited = 0.0
+        while True:
+            with self._lock:
+                now = self._clock()
+                self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
+                self._stamp = now
+                if self._tokens >= units:
+                    self._tokens -= units
+                    return waited
+                pause = (units - self._tokens) / self.rate
+            self._sleep(pause)
+            waited += pause
+
+
+@dataclass
+class RequestCounter:
+    """Requests sent per service, and how many answers were 429 or retried."""
+
+    sent: Counter[str] = field(default_factory=Counter)
+    throttled: Counter[str] = field(default_factory=Counter)
+    retried: Counter[str] = field(default_factory=Counter)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count(self, service: str, *, status: int | None) -> None:
+        with self._lock:
+            self.sent[service] += 1
+            if status == 429:
+                self.throttled[service] += 1
+
+    def retry(self, service: str) -> None:
+        with self._lock:
+            self.retried[service] += 1
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.sent)
+
+
+Pacing = Sequence[tuple[RateLimiter, int]]
+
+
+class HttpTransport:
+    """An httpx.Client wrapped in the retry, pacing and in-flight policy for one service."""
+
+    def __init__(
+        self,
+        *,
+        service: str,
+        base_url: str,
+        headers: Mapping[str, str] | None = None,
+        policy: RetryPolicy | None = None,
+        max_in_flight: int = 4,
+        counter: RequestCounter | None = None,
+        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.service = service
+        self.policy = policy or RetryPolicy()
+        self.counter = counter or RequestCounter()
+        self._sleep = sleep
+        self._in_flight = threading.BoundedSemaphore(max_in_flight)
+        self.client = httpx.Client(
+            base_url=base_url,
+            headers=dict(headers or {}),
+            timeout=timeout,
+            transport=transport,
+            limits=httpx.Limits(max_connections=max_in_flight + 2),
+        )
+
+    def close(self) -> None:
+        self.client.close()
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        idempotent: bool,
+        params: Mapping[str, Any] | None = None,
+        content: bytes | str | None = None,
+        headers: Mapping[str, str] | None = None,
+        pacing: Pacing = (),
+    ) -> httpx.Response:
+        """Send with the policy; returns the final response (any status but the retried ones).
+
+        Raises UpstreamError when retries are exhausted or the host is unreachable, and
+        OutcomeUnknown when a non-idempotent request may have been applied.
+        """
+        attempt = 0
+        while True:
+            attempt += 1
+            for limiter, units in pacing:
+                limiter.acquire(units)
+            try:
+                with self._in_flight:
+                    response = self.client.request(
+                        method, url, params=params, content=content, headers=headers
+                    )
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                # The request never reached the server: safe to try again, write or not.
+                self.counter.count(self.service, status=None)
+                self._give_up_or_wait(attempt, None, f"cannot connect ({type(exc).__name__})")
+                continue
+            except httpx.TransportError as exc:
+                self.counter.count(self.service, status=None)
+                reason = f"no answer ({type(exc).__name__})"
+                if not idempotent:
+                    raise OutcomeUnknown(
+                        f"{self.service}: {method} {url}: {reason}; outcome unknown",
+                        service=self.service,
+                    ) from None
+                self._give_up_or_wait(attempt, None, reason)
+                continue
+            self.counter.count(self.service, status=response.status_code)
+            tid = response.headers.get("intuit_tid")
+            status = response.status_code
+            if status not in self.policy.retry_statuses:
+                return response
+            if status != 429 and not idempotent:
+                raise OutcomeUnknown(
+                    f"{self.service}: {method} {url}: HTTP {status}; outcome unknown",
+                    service=self.service,
+                    status=status,
+                    intuit_tid=tid,
+                )
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            self._give_up_or_wait(attempt, retry_after, f"HTTP {status}", status, tid)
+
+    def _give_up_or_wait(
+        self,
+        attempt: int,
+        retry_after: float | None,
+        reason: str,
+        status: int | None = None,
+        tid: str | None = None,
+    ) -> None:
+        if attempt >= self.policy.max_attempts:
+            verb = "throttled" if status == 429 else "unreachable" if status is None else "failing"
+            raise UpstreamError(
+                f"{self.service} {verb}: {reason} after {attempt} attempts",
+                service=self.service,
+                status=status,
+                intuit_tid=tid,
+            )
+        pause = self.policy.backoff(attempt, retry_after)
+        log.info(
+            "%s: %s; retry %d in %.2fs%s",
+            self.service,
+            reason,
+            attempt,
+            pause,
+            f" intuit_tid={tid}" if tid else "",
+        )
+        self.counter.retry(self.service)
+        self._sleep(pause)

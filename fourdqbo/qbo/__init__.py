@@ -1,0 +1,1 @@
+"""The QuickBooks Online side: API client, typed records, query building, OAuth tokens."""

@@ -1,0 +1,174 @@
+"""Typed, frozen records of the QBO entities we read: Invoice, Customer, Item.
+
+Parsed from QBO JSON (numbers already Decimal via `fourdqbo.jsonio`), tolerant of extra
+fields. Times are converted to aware UTC here, at the edge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from fourdqbo.errors import MalformedPayload
+from fourdqbo.money import to_decimal
+from fourdqbo.timefmt import parse_instant
+
+
+@dataclass(frozen=True)
+class InvoiceLine:
+    """A SalesItemLineDetail line: the part of an invoice line that we own."""
+
+    item_id: str | None
+    description: str
+    amount: Decimal
+    qty: Decimal | None
+    unit_price: Decimal | None
+
+
+@dataclass(frozen=True)
+class Invoice:
+    id: str
+    sync_token: str
+    doc_number: str | None
+    txn_date: date | None
+    customer_id: str | None
+    customer_name: str | None
+    lines: tuple[InvoiceLine, ...]
+    custom_fields: Mapping[str, str]  # DefinitionId -> StringValue
+    total: Decimal
+    balance: Decimal
+    created_at: datetime | None
+    updated_at: datetime | None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def paid(self) -> bool:
+        """A payment (or credit) has been applied: we must not touch it."""
+        return self.balance != self.total
+
+    @classmethod
+    def parse(cls, data: Any) -> Invoice:
+        obj = _object(data, "Invoice")
+        customer = obj.get("CustomerRef") or {}
+        lines = []
+        for line in obj.get("Line") or []:
+            if not isinstance(line, Mapping) or line.get("DetailType") != "SalesItemLineDetail":
+                continue  # QBO's SubTotalLineDetail and anything we did not write
+            detail = line.get("SalesItemLineDetail") or {}
+            item = detail.get("ItemRef") or {}
+            lines.append(
+                InvoiceLine(
+                    item_id=None if item.get("value") is None else str(item["value"]),
+                    description=str(line.get("Description") or ""),
+                    amount=_money(line.get("Amount"), "Line.Amount"),
+                    qty=None if detail.get("Qty") is None else _money(detail["Qty"], "Qty"),
+                    unit_price=(
+                        None
+                        if detail.get("UnitPrice") is None
+                        else _money(detail["UnitPrice"], "UnitPrice")
+                    ),
+                )
+            )
+        custom = {
+            str(f.get("DefinitionId")): str(f.get("StringValue") or "")
+            for f in obj.get("CustomField") or []
+            if isinstance(f, Mapping) and f.get("DefinitionId") is not None
+        }
+        total = _money(obj.get("TotalAmt"), "TotalAmt")
+        meta = obj.get("MetaData") or {}
+        return cls(
+            id=_required(obj, "Id"),
+            sync_token=_required(obj, "SyncToken"),
+            doc_number=None if obj.get("DocNumber") is None else str(obj["DocNumber"]),
+            txn_date=_date(obj.get("TxnDate")),
+            customer_id=None if customer.get("value") is None else str(customer["value"]),
+            customer_name=customer.get("name"),
+            lines=tuple(lines),
+            custom_fields=custom,
+            total=total,
+            balance=_money(obj.get("Balance", total), "Balance"),
+            created_at=_instant(meta.get("CreateTime")),
+            updated_at=_instant(meta.get("LastUpdatedTime")),
+            raw=dict(obj),
+        )
+
+
+@dataclass(frozen=True)
+class Customer:
+    id: str
+    sync_token: str
+    display_name: str
+    active: bool
+    updated_at: datetime | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def parse(cls, data: Any) -> Customer:
+        obj = _object(data, "Customer")
+        active = obj.get("Active", True)
+        return cls(
+            id=_required(obj, "Id"),
+            sync_token=_required(obj, "SyncToken"),
+            display_name=str(obj.get("DisplayName") or ""),
+            active=active is True or str(active).lower() == "true",
+            updated_at=_instant((obj.get("MetaData") or {}).get("LastUpdatedTime")),
+            raw=dict(obj),
+        )
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    name: str
+    active: bool = True
+
+    @classmethod
+    def parse(cls, data: Any) -> Item:
+        obj = _object(data, "Item")
+        active = obj.get("Active", True)
+        return cls(
+            id=_required(obj, "Id"),
+            name=str(obj.get("Name") or ""),
+            active=active is True or str(active).lower() == "true",
+        )
+
+
+def _object(data: Any, what: str) -> Mapping[str, Any]:
+    if not isinstance(data, Mapping):
+        raise MalformedPayload(f"QBO {what} is not a JSON object", service="qbo")
+    return data
+
+
+def _required(obj: Mapping[str, Any], key: str) -> str:
+    value = obj.get(key)
+    if value is None or isinstance(value, Mapping | list):
+        raise MalformedPayload(f"QBO entity without {key}", service="qbo")
+    return str(value)
+
+
+def _money(value: Any, what: str) -> Decimal:
+    try:
+        return to_decimal(value, what, allow_negative=True)
+    except ValueError as exc:
+        raise MalformedPayload(f"QBO {exc}", service="qbo") from None
+
+
+def _date(value: Any) -> date | None:
+    if value in (None, ""):
+        return None
+    try:
+        return date.fromisoformat(str(value))
+    except ValueError:
+        raise MalformedPayload("QBO TxnDate is not a date", service="qbo") from None
+
+
+def _instant(value: Any) -> datetime | None:
+    if value in (None, ""):
+        return None
+    try:
+        return parse_instant(str(value))
+    except ValueError:
+        raise MalformedPayload("QBO MetaData time is not ISO 8601", service="qbo") from None

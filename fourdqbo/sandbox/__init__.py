@@ -1,0 +1,4 @@
+"""Local simulators of the 4D EMR API, a QBO company and Intuit OAuth, served on loopback.
+
+Used by `fourdqbo demo`, `fourdqbo sandbox serve`, the integration tests and the benchmarks.
+"""
