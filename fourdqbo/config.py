@@ -83,6 +83,9 @@ class Settings:
     # shorten it (scaled time); against the real QBO it stays 60.
     qbo_rate_window_seconds: float = 60.0
     fourd_max_in_flight: int = 4
+    # Seconds to wait for an answer before giving up on a request (a write's outcome is
+    # then unknown and looked up before any retry). Tests against the sandbox shorten it.
+    http_timeout_seconds: float = 30.0
     healthcheck_url: str = ""
     logs_dir: Path = Path("logs")
     data_dir: Path = Path("data")
@@ -397,6 +400,7 @@ _CONVERTERS: dict[str, Callable[[str], Any]] = {
     "QBO_MAX_IN_FLIGHT": _positive_int,
     "QBO_RATE_WINDOW_SECONDS": _positive_float,
     "FOURD_MAX_IN_FLIGHT": _positive_int,
+    "HTTP_TIMEOUT_SECONDS": _positive_float,
     "HEALTHCHECK_URL": _url,
     "LOGS_DIR": _path,
     "DATA_DIR": _path,
