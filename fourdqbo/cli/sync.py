@@ -1,7 +1,400 @@
-"""`fourdqbo sync` commands (in progress)."""
+"""`fourdqbo sync ...`: run the sync (what cron calls), and look after its state."""
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
 import typer
 
-app = typer.Typer(help="sync commands.", no_args_is_help=True)
+from fourdqbo.cli.context import settings_of
+from fourdqbo.cli.output import (
+    Column,
+    datetime_option,
+    emit_json,
+    emit_pairs,
+    emit_table,
+    info,
+    stdout_is_terminal,
+)
+from fourdqbo.config import Settings
+from fourdqbo.errors import LockHeld
+
+app = typer.Typer(
+    help="Sync completed 4D quotes to QBO invoices, and look after the sync's state.",
+    no_args_is_help=True,
+)
+
+
+@dataclass
+class Connections:
+    settings: Settings
+    state: Any
+    fourd: Any
+    qbo: Any
+    counter: Any
+
+
+@contextlib.contextmanager
+def connect(settings: Settings, *, clients: bool = True) -> Iterator[Connections]:
+    """Open the state store (and the clients) in the order that gives the right exit code:
+    settings (2), token file (2), state store reachable (3)."""
+    from fourdqbo.http import RequestCounter
+    from fourdqbo.qbo.tokens import TokenStore
+    from fourdqbo.state import open_state_store
+
+    if clients:
+        settings.require_sync()
+    else:
+        settings.require_state()
+    tokens = TokenStore(settings)
+    state = open_state_store(settings, tokens.realm_id)
+    try:
+        state.ping()
+        counter = RequestCounter()
+        if not clients:
+            yield Connections(settings, state, None, None, counter)
+            return
+        from fourdqbo.emr.client import FourDClient
+        from fourdqbo.qbo.client import QBOClient
+
+        with (
+            FourDClient(settings, counter=counter) as fourd,
+            QBOClient(settings, tokens, counter=counter) as qbo,
+        ):
+            yield Connections(settings, state, fourd, qbo, counter)
+    finally:
+        state.close()
+
+
+class RichProgress:
+    """Live progress on a terminal: the phase and a bar for the countable ones."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self._task: Any = None
+
+    def __enter__(self) -> RichProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def phase(self, name: str, total: int | None = None) -> None:
+        if self._task is not None:
+            self._progress.remove_task(self._task)
+        self._task = self._progress.add_task(name, total=total)
+
+    def advance(self, amount: int = 1) -> None:
+        if self._task is not None:
+            self._progress.advance(self._task, amount)
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM/SIGINT: finish the batch in flight, record, release the lock, exit non-zero."""
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt  # a second signal: stop now
+        stop.set()
+        info("stopping after the batch in flight (signal again to stop at once)")
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@app.command("run")
+def run(
+    ctx: typer.Context,
+    since: str | None = typer.Option(
+        None, "--since", help="Start the window here (ISO date-time) instead of the watermark."
+    ),
+    quote: list[str] = typer.Option(
+        [], "--quote", help="Sync only this quote number (repeatable); the watermark stays."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Plan and report; write nothing."),
+    as_json: bool = typer.Option(False, "--json", help="Print the run report as JSON."),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="For cron: print nothing on success, a summary on failure."
+    ),
+) -> None:
+    """Sync 4D quotes changed since the watermark (plus the retry queue) to QBO invoices.
+
+    Exit 0 done; 1 some quotes failed or are conflicts; 2 usage/config; 3 upstream
+    or state store unreachable; 75 another run holds the lock.
+
+    Example: fourdqbo sync run --quiet        (cron)
+    Example: fourdqbo sync run --dry-run --since 2025-03-01
+    """
+    from fourdqbo.sync.engine import RunOptions, SilentProgress, SyncEngine
+    from fourdqbo.sync.healthcheck import ping
+
+    since_value = datetime_option(since, "--since") if since else None
+    quotes = tuple(q.strip() for q in quote)
+    if any(not q for q in quotes):
+        from fourdqbo.errors import ConfigError
+
+        raise ConfigError("--quote: empty quote number")
+    settings = settings_of(ctx)
+    options = RunOptions(since=since_value, quotes=quotes, dry_run=dry_run)
+    show_progress = stdout_is_terminal() and sys.stderr.isatty() and not (quiet or as_json)
+    stop = threading.Event()
+    healthcheck = settings.healthcheck_url if not dry_run else ""
+    with connect(settings) as conn:
+        ping(healthcheck, "start")
+        progress: Any = RichProgress() if show_progress else SilentProgress()
+        engine = SyncEngine(settings, conn.fourd, conn.qbo, conn.state, progress, stop)
+        try:
+            with _stop_on_signals(stop), progress if show_progress else contextlib.nullcontext():
+                report = engine.run(options)
+        except LockHeld:
+            raise
+        except BaseException:
+            ping(healthcheck, "fail")
+            raise
+    ping(healthcheck, "success" if report.exit_code == 0 else "fail")
+    if as_json:
+        emit_json(report.as_dict())
+    elif not quiet or report.exit_code:
+        _print_report(report, brief=quiet)
+    raise typer.Exit(report.exit_code)
+
+
+def _print_report(report: Any, *, brief: bool) -> None:
+    document = report.as_dict()
+    counts = document["counts"]
+    if not brief:
+        interesting = [q for q in document["quotes"] if q["action"] != "unchanged"]
+        emit_table(
+            [
+                Column("quote"),
+                Column("version", "right"),
+                Column("status"),
+                Column("action"),
+                Column("invoice"),
+                Column("customer"),
+                Column("why"),
+            ],
+            [
+                (
+                    q["quote"],
+                    q["version"],
+                    q["status"],
+                    q["action"],
+                    q["invoice_id"],
+                    q["customer_id"],
+                    q["error"] or q["reason"],
+                )
+                for q in interesting
+            ],
+            title=f"sync run {document['run_id']}" + (" (dry run)" if document["dry_run"] else ""),
+            empty="no changes to write",
+        )
+    summary = ", ".join(f"{k} {v}" for k, v in counts.items() if v or k == "seen")
+    window = document["window"]
+    where = f" window {window['from']} .. {window['to']}" if window["from"] else ""
+    line = f"run {document['run_id']}:{where}: {summary}"
+    if document["customers"]["created"] or document["customers"]["reactivated"]:
+        c = document["customers"]
+        line += f"; customers created {c['created']}, reactivated {c['reactivated']}"
+    line += f"; requests 4D {document['requests']['fourd']}, QBO {document['requests']['qbo']}"
+    if brief:
+        info(line)
+        for q in document["quotes"]:
+            if q["action"] in ("failed", "conflict"):
+                info(f"  quote {q['quote']}: {q['action']}: {q['error'] or q['reason']}")
+    else:
+        print(line)
+
+
+@app.command("status")
+def status(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    runs: int = typer.Option(5, "--runs", min=0, max=100, help="How many recent runs to list."),
+) -> None:
+    """Watermark, lock holder, retry queue, conflicts and the last runs.
+
+    Example: fourdqbo sync status --json
+    """
+    from fourdqbo.timefmt import iso_z
+
+    settings = settings_of(ctx)
+    with connect(settings, clients=False) as conn:
+        state = conn.state
+        watermark = state.watermark()
+        holder = state.lock_holder()
+        queue = state.retry_queue()
+        conflicts = state.conflicts()
+        recent = state.runs(runs)
+    document = {
+        "realm_id": state.realm_id,
+        "backend": settings.state_backend,
+        "watermark": iso_z(watermark) if watermark else None,
+        "lock": None
+        if holder is None
+        else {
+            "run_id": holder.run_id,
+            "host": holder.host,
+            "pid": holder.pid,
+            "since": iso_z(holder.since),
+            "expires_at": iso_z(holder.expires_at) if holder.expires_at else None,
+        },
+        "retry_queue": [
+            {
+                "quote": e.quote,
+                "attempts": e.attempts,
+                "error": e.error,
+                "first_failed_at": iso_z(e.first_failed_at),
+                "last_failed_at": iso_z(e.last_failed_at),
+            }
+            for e in queue
+        ],
+        "conflicts": [
+            {
+                "quote": c.quote,
+                "invoice_id": c.invoice_id,
+                "reason": c.reason,
+                "detected_at": iso_z(c.detected_at),
+            }
+            for c in conflicts
+        ],
+        "runs": recent,
+    }
+    if as_json:
+        emit_json(document)
+        return
+    lock = document["lock"]
+    emit_pairs(
+        [
+            ("state", f"{settings.state_backend} (realm {state.realm_id})"),
+            ("watermark", document["watermark"] or "(none yet)"),
+            (
+                "lock",
+                "free"
+                if lock is None
+                else f"held by {lock['host']} pid {lock['pid']} since {lock['since']}"
+                f" (run {lock['run_id']})",
+            ),
+            ("retry queue", len(queue)),
+            ("conflicts", len(conflicts)),
+        ],
+        title="sync state",
+    )
+    if queue:
+        emit_table(
+            ["quote", Column("attempts", "right"), "last failed", "error"],
+            [
+                (e["quote"], e["attempts"], e["last_failed_at"], e["error"])
+                for e in document["retry_queue"]
+            ],
+            title="retry queue",
+        )
+    if conflicts:
+        emit_table(
+            ["quote", "invoice", "detected", "reason"],
+            [
+                (c["quote"], c["invoice_id"], c["detected_at"], c["reason"])
+                for c in document["conflicts"]
+            ],
+            title="conflicts (need a person)",
+        )
+    if recent:
+        emit_table(
+            [
+                "run",
+                "started",
+                "seen",
+                "created",
+                "updated",
+                "deleted",
+                "conflicts",
+                "failed",
+                "result",
+            ],
+            [
+                (
+                    r.get("run_id"),
+                    r.get("started_at"),
+                    r["counts"].get("seen"),
+                    r["counts"].get("created"),
+                    r["counts"].get("updated"),
+                    r["counts"].get("deleted"),
+                    r["counts"].get("conflicts"),
+                    r["counts"].get("failed"),
+                    "aborted: " + r["aborted"]
+                    if r.get("aborted")
+                    else f"exit {r.get('exit_code')}",
+                )
+                for r in recent
+            ],
+            title="last runs",
+        )
+
+
+@app.command("unlock")
+def unlock(
+    ctx: typer.Context,
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
+) -> None:
+    """Release a lock left by a crashed run (a crashed run's lock also expires by itself).
+
+    Example: fourdqbo sync unlock --yes
+    """
+    settings = settings_of(ctx)
+    with connect(settings, clients=False) as conn:
+        holder = conn.state.lock_holder()
+        if holder is None:
+            info("the lock is free; nothing to do")
+            return
+        info(f"lock held by {holder.host} pid {holder.pid} since {holder.since:%Y-%m-%d %H:%M:%SZ}")
+        if not yes and not typer.confirm("Release it? Only do this if that run is dead"):
+            raise typer.Exit(1)
+        conn.state.break_lock()
+        info("lock released")
+
+
+@app.command("reset")
+def reset(
+    ctx: typer.Context,
+    to: str = typer.Option(..., "--to", help="The new watermark (ISO date-time)."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
+) -> None:
+    """Move the watermark (backwards to re-sync a period; the sync is idempotent).
+
+    Example: fourdqbo sync reset --to 2025-03-01T00:00:00Z --yes
+    """
+    from fourdqbo.timefmt import iso_z
+
+    when = datetime_option(to, "--to")
+    settings = settings_of(ctx)
+    with connect(settings, clients=False) as conn:
+        current = conn.state.watermark()
+        info(f"watermark {iso_z(current) if current else '(none)'} -> {iso_z(when)}")
+        if not yes and not typer.confirm("Move it?"):
+            raise typer.Exit(1)
+        conn.state.reset_watermark(when)
+        info("watermark moved")
