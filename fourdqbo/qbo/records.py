@@ -52,13 +52,13 @@ class Invoice:
     @classmethod
     def parse(cls, data: Any) -> Invoice:
         obj = _object(data, "Invoice")
-        customer = obj.get("CustomerRef") or {}
+        customer = _mapping(obj.get("CustomerRef"))
         lines = []
-        for line in obj.get("Line") or []:
+        for line in _list(obj.get("Line")):
             if not isinstance(line, Mapping) or line.get("DetailType") != "SalesItemLineDetail":
                 continue  # QBO's SubTotalLineDetail and anything we did not write
-            detail = line.get("SalesItemLineDetail") or {}
-            item = detail.get("ItemRef") or {}
+            detail = _mapping(line.get("SalesItemLineDetail"))
+            item = _mapping(detail.get("ItemRef"))
             lines.append(
                 InvoiceLine(
                     item_id=None if item.get("value") is None else str(item["value"]),
@@ -74,22 +74,25 @@ class Invoice:
             )
         custom = {
             str(f.get("DefinitionId")): str(f.get("StringValue") or "")
-            for f in obj.get("CustomField") or []
+            for f in _list(obj.get("CustomField"))
             if isinstance(f, Mapping) and f.get("DefinitionId") is not None
         }
         total = _money(obj.get("TotalAmt"), "TotalAmt")
-        meta = obj.get("MetaData") or {}
+        # A missing or null Balance means nothing was paid; reading null as 0 would
+        # make every such invoice look paid and freeze it as a conflict.
+        balance = obj.get("Balance")
+        meta = _mapping(obj.get("MetaData"))
         return cls(
             id=_required(obj, "Id"),
             sync_token=_required(obj, "SyncToken"),
             doc_number=None if obj.get("DocNumber") is None else str(obj["DocNumber"]),
             txn_date=_date(obj.get("TxnDate")),
             customer_id=None if customer.get("value") is None else str(customer["value"]),
-            customer_name=customer.get("name"),
+            customer_name=None if customer.get("name") is None else str(customer["name"]),
             lines=tuple(lines),
             custom_fields=custom,
             total=total,
-            balance=_money(obj.get("Balance", total), "Balance"),
+            balance=total if balance is None else _money(balance, "Balance"),
             created_at=_instant(meta.get("CreateTime")),
             updated_at=_instant(meta.get("LastUpdatedTime")),
             raw=dict(obj),
@@ -108,13 +111,12 @@ class Customer:
     @classmethod
     def parse(cls, data: Any) -> Customer:
         obj = _object(data, "Customer")
-        active = obj.get("Active", True)
         return cls(
             id=_required(obj, "Id"),
             sync_token=_required(obj, "SyncToken"),
             display_name=str(obj.get("DisplayName") or ""),
-            active=active is True or str(active).lower() == "true",
-            updated_at=_instant((obj.get("MetaData") or {}).get("LastUpdatedTime")),
+            active=_flag(obj.get("Active")),
+            updated_at=_instant(_mapping(obj.get("MetaData")).get("LastUpdatedTime")),
             raw=dict(obj),
         )
 
@@ -128,12 +130,63 @@ class Item:
     @classmethod
     def parse(cls, data: Any) -> Item:
         obj = _object(data, "Item")
-        active = obj.get("Active", True)
         return cls(
             id=_required(obj, "Id"),
             name=str(obj.get("Name") or ""),
-            active=active is True or str(active).lower() == "true",
+            active=_flag(obj.get("Active")),
         )
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """An estimate, read for the operator's `qbo list-estimates` (fourdqbo never writes them)."""
+
+    id: str
+    sync_token: str
+    doc_number: str | None
+    txn_date: date | None
+    customer_id: str | None
+    customer_name: str | None
+    status: str | None  # TxnStatus: Pending, Accepted, Closed, Rejected
+    total: Decimal
+    created_at: datetime | None
+    updated_at: datetime | None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def parse(cls, data: Any) -> Estimate:
+        obj = _object(data, "Estimate")
+        customer = _mapping(obj.get("CustomerRef"))
+        meta = _mapping(obj.get("MetaData"))
+        return cls(
+            id=_required(obj, "Id"),
+            sync_token=_required(obj, "SyncToken"),
+            doc_number=None if obj.get("DocNumber") is None else str(obj["DocNumber"]),
+            txn_date=_date(obj.get("TxnDate")),
+            customer_id=None if customer.get("value") is None else str(customer["value"]),
+            customer_name=None if customer.get("name") is None else str(customer["name"]),
+            status=None if obj.get("TxnStatus") is None else str(obj["TxnStatus"]),
+            total=_money(obj.get("TotalAmt"), "TotalAmt"),
+            created_at=_instant(meta.get("CreateTime")),
+            updated_at=_instant(meta.get("LastUpdatedTime")),
+            raw=dict(obj),
+        )
+
+
+def _flag(value: Any) -> bool:
+    """QBO's Active: true unless it says false (absent or null means active)."""
+    if value is None:
+        return True
+    return value is True or str(value).strip().lower() == "true"
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    """A nested object, or an empty one when QBO sent null or an unexpected shape."""
+    return value if isinstance(value, Mapping) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _object(data: Any, what: str) -> Mapping[str, Any]:
