@@ -8,6 +8,7 @@ string, amounts are Decimal, times aware UTC. Patient names live only in these r
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -15,7 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from fourdqbo.money import ZERO, to_decimal
-from fourdqbo.timefmt import parse_instant
+from fourdqbo.timefmt import iso_z, parse_instant
 
 STATUS_INACTIVE = 0
 STATUS_ACTIVE = 1
@@ -44,7 +45,7 @@ class Ref:
         name = value.get("Name")
         return cls(
             id=None if ident is None else _scalar_text(ident, "Id"),
-            name=None if name is None else str(name),
+            name=_optional_text(name),
         )
 
 
@@ -130,7 +131,8 @@ class Quote:
         raw_date = obj.get("PriceQuoteDate")
         try:
             when = None if raw_date in (None, "") else parse_instant(str(raw_date))
-        except ValueError:
+        except (ValueError, OverflowError):
+            # OverflowError: a zone offset that pushes year 1 or 9999 out of range.
             raise RecordError("PriceQuoteDate is not an ISO 8601 UTC date-time") from None
         total = obj.get("TotalAmt")
         return cls(
@@ -220,8 +222,8 @@ class Appointment:
             id=None if ident is None else _scalar_text(ident, "Id"),
             start=_optional_text(_first(obj, "StartTime", "Start", "AppointmentDate", "Date")),
             patient_id=patient.id or _optional_text(obj.get("PatientId")),
-            patient_name=patient.name,
-            provider=provider.name,
+            patient_name=patient.name or _optional_text(obj.get("PatientName")),
+            provider=provider.name or _optional_text(obj.get("ProviderName")),
             kind=_optional_text(_first(obj, "AppointmentType", "Type", "Reason")),
             status=_optional_text(_nested_name(_first(obj, "Status", "AppointmentStatus"))),
             raw=dict(obj),
@@ -248,10 +250,11 @@ class Charge:
             id=None if ident is None else _scalar_text(ident, "Id"),
             date=_optional_text(_first(obj, "ServiceDate", "ChargeDate", "Date", "PostDate")),
             patient_id=patient.id or _optional_text(obj.get("PatientId")),
-            patient_name=patient.name,
+            patient_name=patient.name or _optional_text(obj.get("PatientName")),
             code=_optional_text(_first(obj, "Code", "ProcedureCode", "CptCode")),
             description=_optional_text(_first(obj, "Description", "ProcedureName")),
-            amount=to_decimal(
+            # Charges may be negative (adjustments, refunds).
+            amount=_amount(
                 _first(obj, "Amount", "ChargeAmount", "Fee"), "Amount", allow_negative=True
             ),
             raw=dict(obj),
@@ -265,17 +268,65 @@ def status_label(status_id: int | None) -> str:
 
 
 def quote_number(value: Any) -> str:
-    """`PriceQuoteNo` comes as a number or a string; we always use the string."""
+    """`PriceQuoteNo` comes as a number or a string; we always use the string.
+
+    Numbers must be whole (`10023` and `10023.0` both give "10023"); strings are kept as
+    given, trimmed. The result is safe as a QBO DocNumber (at most 21 characters) and
+    inside a quoted query value (no quotes, backslashes or control characters).
+    """
     if value is None or isinstance(value, bool):
         raise RecordError("quote without PriceQuoteNo")
-    if isinstance(value, Decimal):
-        if value != value.to_integral_value():
-            raise RecordError("PriceQuoteNo is not a whole number")
-        value = int(value)
-    text = str(value).strip()
-    if not text or len(text) > 21 or any(ch in text for ch in "'\\\"\r\n\t"):
+    if isinstance(value, float | Decimal | int):
+        value = _whole(value, "PriceQuoteNo", digits=21)
+    elif not isinstance(value, str):
+        raise RecordError("PriceQuoteNo is not a string or number")
+    text = value.strip() if isinstance(value, str) else str(value)
+    if not text or len(text) > 21 or any(ch in text for ch in "'\\\"") or not text.isprintable():
         raise RecordError("PriceQuoteNo is empty or not a document number")
     return text
+
+
+def record_document(record: Any) -> dict[str, Any]:
+    """A record as a plain dict for `--json` output: field names as keys, Decimal kept exact,
+    times as UTC `...Z` strings, and the status label next to a quote's status id.
+    """
+    document = {
+        item.name: _plain(getattr(record, item.name)) for item in dataclasses.fields(record)
+    }
+    if isinstance(record, Quote | QuoteSummary):
+        document["status"] = record.status
+    return document
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {item.name: _plain(getattr(value, item.name)) for item in dataclasses.fields(value)}
+    if isinstance(value, datetime):
+        return iso_z(value)
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _whole(value: float | Decimal | int, what: str, *, digits: int) -> int:
+    """A JSON number that must be a whole number of at most `digits` digits.
+
+    Bounded before converting, so a hostile `1e999999999` cannot make a giant int.
+    """
+    if isinstance(value, int):
+        number = value
+    else:
+        decimal = Decimal(repr(value)) if isinstance(value, float) else value
+        if not decimal.is_finite() or decimal.adjusted() >= digits:
+            raise RecordError(f"{what} is not a whole number in range")
+        if decimal != decimal.to_integral_value():
+            raise RecordError(f"{what} is not a whole number")
+        number = int(decimal)
+    if abs(number) >= 10**digits:
+        raise RecordError(f"{what} is out of range")
+    return number
 
 
 def _version(value: Any) -> int:
@@ -283,12 +334,14 @@ def _version(value: Any) -> int:
         return 0
     if isinstance(value, bool):
         raise RecordError("Version is not a whole number")
-    try:
-        number = int(value) if not isinstance(value, str) else int(value.strip())
-    except (TypeError, ValueError):
-        raise RecordError("Version is not a whole number") from None
-    if isinstance(value, Decimal) and value != number:
+    if isinstance(value, str):
+        try:
+            value = Decimal(value.strip())
+        except ArithmeticError:
+            raise RecordError("Version is not a whole number") from None
+    if not isinstance(value, int | float | Decimal):
         raise RecordError("Version is not a whole number")
+    number = _whole(value, "Version", digits=10)
     if number < 0 or number > 10**9:
         raise RecordError("Version is out of range")
     return number
@@ -297,15 +350,15 @@ def _version(value: Any) -> int:
 def _status_id(value: str | None) -> int | None:
     if value is None:
         return None
-    try:
-        return int(value)
-    except ValueError:
-        return -1  # present but not a number: an unknown status, skipped by the planner
+    text = value.strip()
+    if text.isascii() and text.lstrip("-").isdigit() and len(text) < 10:
+        return int(text)
+    return -1  # present but not a whole number: an unknown status, skipped by the planner
 
 
-def _amount(value: Any, field_name: str) -> Decimal:
+def _amount(value: Any, field_name: str, *, allow_negative: bool = False) -> Decimal:
     try:
-        return to_decimal(value, field_name)
+        return to_decimal(value, field_name, allow_negative=allow_negative)
     except ValueError as exc:
         raise RecordError(str(exc)) from None
 
@@ -329,25 +382,32 @@ def _object(data: Any, what: str) -> Mapping[str, Any]:
 def _objects(value: Any, what: str) -> list[Mapping[str, Any]]:
     if value is None:
         return []
-    if not isinstance(value, list):
+    if not isinstance(value, list | tuple):
         raise RecordError(f"{what} is not a list")
     if not all(isinstance(item, Mapping) for item in value):
         raise RecordError(f"{what} holds something that is not an object")
-    return value
+    return list(value)
 
 
 def _scalar_text(value: Any, what: str) -> str:
-    if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
+    """An identifier: a string, or a whole number written without a fraction."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | Decimal):
         raise RecordError(f"{what} is not a string or number")
-    if isinstance(value, Decimal) and value == value.to_integral_value():
-        value = int(value)
-    return str(value)
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise RecordError(f"{what} is not a finite number")
+        if value != value.to_integral_value():
+            return str(value)
+    return str(_whole(value, what, digits=30))
 
 
 def _optional_text(value: Any) -> str | None:
-    if value is None:
+    """Free text where 4D might send anything: objects, lists and absurd numbers give None."""
+    if value is None or isinstance(value, Mapping | list | tuple):
         return None
-    if isinstance(value, Mapping | list):
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**30:
         return None
     return str(value)
 
@@ -386,4 +446,7 @@ __all__ = [
     "RecordError",
     "Ref",
     "Supply",
+    "quote_number",
+    "record_document",
+    "status_label",
 ]
