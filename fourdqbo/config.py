@@ -8,18 +8,20 @@ raised at load time, so a command only fails on the settings it actually needs
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
+from string import Formatter
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from dotenv import dotenv_values
 
 from fourdqbo.errors import ConfigError
-from fourdqbo.timefmt import load_zone, parse_cli_datetime
+from fourdqbo.timefmt import iso_z, load_zone, parse_cli_datetime
 
 DEFAULT_FOURD_BASE_URL = "https://api.4d-emr.com/api/public"
 QBO_API_HOSTS = {
@@ -94,8 +96,16 @@ class Settings:
 
     def require(self, *names: str) -> None:
         """Raise ConfigError (exit 2) naming each listed variable that is missing or malformed."""
-        missing = [name for name in names if name not in self.problems and not self.value(name)]
-        malformed = [f"{name} ({self.problems[name]})" for name in names if name in self.problems]
+        self._check(names)
+
+    def _check(self, required: Sequence[str], optional: Sequence[str] = ()) -> None:
+        """Like `require`, but the `optional` names may be unset (only a malformed one fails)."""
+        missing = [name for name in required if name not in self.problems and self._unset(name)]
+        malformed = [
+            f"{name} ({self.problems[name]})"
+            for name in dict.fromkeys([*required, *optional])
+            if name in self.problems
+        ]
         parts = []
         if missing:
             parts.append(
@@ -106,52 +116,76 @@ class Settings:
         if parts:
             raise ConfigError(" and ".join(parts) + " (set it in the environment or .env)")
 
+    def _unset(self, name: str) -> bool:
+        # 0 is a value (SYNC_OVERLAP_SECONDS=0), only None and "" are "not set".
+        current = self.value(name)
+        return current is None or current == ""
+
     def require_fourd(self) -> None:
-        self.require("FOURD_BASE_URL", *FOURD_CREDENTIALS, "FOURD_MAX_IN_FLIGHT")
+        self._check(
+            ("FOURD_BASE_URL", *FOURD_CREDENTIALS, "FOURD_MAX_IN_FLIGHT", "HTTP_TIMEOUT_SECONDS")
+        )
 
     def require_qbo(self) -> None:
         """What any QBO API call needs (the app keys are needed to refresh a token)."""
-        self.require(
-            *QBO_APP,
-            "QBO_ENVIRONMENT",
-            "QBO_API_BASE_URL",
-            "QBO_DISCOVERY_URL",
-            "QBO_MINOR_VERSION",
-            "QBO_TOKEN_FILE",
-            "QBO_MAX_REQUESTS_PER_MINUTE",
-            "QBO_MAX_BATCHES_PER_MINUTE",
-            "QBO_MAX_IN_FLIGHT",
-            "QBO_RATE_WINDOW_SECONDS",
+        self._check(
+            (
+                *QBO_APP,
+                "QBO_ENVIRONMENT",
+                "QBO_API_BASE_URL",
+                "QBO_MINOR_VERSION",
+                "QBO_TOKEN_FILE",
+                "QBO_MAX_REQUESTS_PER_MINUTE",
+                "QBO_MAX_BATCHES_PER_MINUTE",
+                "QBO_MAX_IN_FLIGHT",
+                "QBO_RATE_WINDOW_SECONDS",
+                "HTTP_TIMEOUT_SECONDS",
+            ),
+            # Empty means intuit-oauth's own discovery document for QBO_ENVIRONMENT.
+            optional=("QBO_DISCOVERY_URL",),
         )
 
     def require_oauth(self) -> None:
-        self.require(
-            *QBO_APP,
-            "QBO_ENVIRONMENT",
-            "QBO_REDIRECT_URI",
-            "QBO_CALLBACK_HOST",
-            "QBO_CALLBACK_PORT",
-            "QBO_CALLBACK_PATH",
-            "QBO_DISCOVERY_URL",
-            "QBO_TOKEN_FILE",
+        self._check(
+            (
+                *QBO_APP,
+                "QBO_ENVIRONMENT",
+                "QBO_REDIRECT_URI",
+                "QBO_CALLBACK_HOST",
+                "QBO_CALLBACK_PORT",
+                "QBO_CALLBACK_PATH",
+                "QBO_TOKEN_FILE",
+            ),
+            optional=("QBO_DISCOVERY_URL",),
         )
 
     def require_state(self) -> None:
-        self.require("STATE_BACKEND", "REDIS_URL", "STATE_PREFIX", "DATA_DIR")
+        names = ["STATE_BACKEND", "STATE_PREFIX", "DATA_DIR"]
+        if self.state_backend == "redis":
+            # The file backend never touches Redis: a bad REDIS_URL must not stop it.
+            names.append("REDIS_URL")
+        self._check(names)
 
     def require_sync(self) -> None:
         self.require_fourd()
         self.require_qbo()
         self.require_state()
-        self.require(
-            "SYNC_TIMEZONE",
-            "SYNC_INITIAL_FROM",
-            "SYNC_OVERLAP_SECONDS",
-            "SYNC_REOPENED_ACTION",
-            "CUSTOMER_NAME_TEMPLATE",
-            "QBO_CUSTOM_FIELD_QUOTE_VERSION",
-            "QBO_CUSTOM_FIELD_QUOTED_BY",
-            "HEALTHCHECK_URL",
+        self._check(
+            (
+                "SYNC_TIMEZONE",
+                "SYNC_OVERLAP_SECONDS",
+                "SYNC_REOPENED_ACTION",
+                "CUSTOMER_NAME_TEMPLATE",
+            ),
+            # Optional: SYNC_INITIAL_FROM only matters without a watermark (the sync
+            # engine asks for it then), empty custom-field ids turn the field off, and
+            # the health check is opt-in.
+            optional=(
+                "SYNC_INITIAL_FROM",
+                "QBO_CUSTOM_FIELD_QUOTE_VERSION",
+                "QBO_CUSTOM_FIELD_QUOTED_BY",
+                "HEALTHCHECK_URL",
+            ),
         )
 
     def value(self, name: str) -> Any:
@@ -170,7 +204,7 @@ class Settings:
                 continue
             name = item.name.upper()
             raw = getattr(self, item.name)
-            text = "" if raw is None else str(raw)
+            text = "" if raw is None else iso_z(raw) if isinstance(raw, datetime) else str(raw)
             if name in SECRET_VARIABLES:
                 text = mask(text)
             elif name == "REDIS_URL":
@@ -185,11 +219,22 @@ def mask(secret: str) -> str:
 
 
 def mask_url_password(url: str) -> str:
+    """Hide a URL's password, in the user-info part and in a `password=` query parameter
+    (redis-py accepts both)."""
     parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return parts._replace(netloc=netloc).geturl()
-    return url
+    netloc = parts.netloc
+    userinfo, at, hostport = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{hostport}"
+    query = parts.query
+    if query:
+        query = "&".join(
+            f"{pair.split('=', 1)[0]}=***" if pair.split("=", 1)[0].lower() == "password" else pair
+            for pair in query.split("&")
+        )
+    if (netloc, query) == (parts.netloc, parts.query):
+        return url
+    return parts._replace(netloc=netloc, query=query).geturl()
 
 
 def load_settings(
@@ -207,7 +252,8 @@ def load_settings(
     env = dict(os.environ if environ is None else environ)
     merged.update(env)
     for legacy, modern in LEGACY_NAMES.items():
-        if legacy in merged and modern not in merged:
+        # A modern name left empty (a copied .env-sample) does not hide the legacy value.
+        if (merged.get(legacy) or "").strip() and not (merged.get(modern) or "").strip():
             merged[modern] = merged[legacy]
     return _build(merged)
 
@@ -232,7 +278,7 @@ def _build(raw: Mapping[str, str]) -> Settings:
     environment = (raw.get("QBO_ENVIRONMENT") or defaults.qbo_environment).strip().lower()
     for name, convert in _CONVERTERS.items():
         take(name, convert)
-    if "QBO_ENVIRONMENT" not in problems and "QBO_API_BASE_URL" not in values:
+    if "QBO_ENVIRONMENT" not in problems and "qbo_api_base_url" not in values:
         values["qbo_api_base_url"] = QBO_API_HOSTS.get(environment, defaults.qbo_api_base_url)
     settings = Settings(**values, problems=problems)
     return settings
@@ -273,7 +319,7 @@ def _positive_float(text: str) -> float:
         number = float(text)
     except ValueError:
         raise ValueError("expected a number") from None
-    if not number > 0:
+    if not math.isfinite(number) or not number > 0:
         raise ValueError("expected a number above 0")
     return number
 
@@ -290,15 +336,24 @@ def _url(text: str) -> str:
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("expected an http(s) URL")
+    _check_port(parts)
     if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise ValueError("plain http is only allowed to a loopback host; use https")
     return text.rstrip("/")
+
+
+def _check_port(parts: SplitResult) -> None:
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        raise ValueError("expected an http(s) URL with a numeric port") from None
 
 
 def _redirect_uri(text: str) -> str:
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("expected an http(s) URL")
+    _check_port(parts)
     if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise ValueError("Intuit only allows http for localhost; use https")
     return text
@@ -320,10 +375,19 @@ def _instant(text: str) -> datetime:
 
 
 def _template(text: str) -> str:
+    """A DisplayName template: only `{patient_id}` and `{initials}`, and `{patient_id}` must
+    be there (DisplayNames are unique, so two patients must never share one)."""
+    refused = "may use only {patient_id} and {initials}"
     try:
+        placeholders = [name for _, name, _, _ in Formatter().parse(text) if name is not None]
+        # Attribute or index access ("{patient_id.real}") is refused, not evaluated.
+        if any(name not in ("patient_id", "initials") for name in placeholders):
+            raise ValueError(refused)
         text.format(patient_id="1", initials="AB")
-    except (KeyError, IndexError, ValueError):
-        raise ValueError("may use only {patient_id} and {initials}") from None
+    except (KeyError, IndexError, ValueError, AttributeError, TypeError):
+        raise ValueError(refused) from None
+    if "patient_id" not in placeholders:
+        raise ValueError("must contain {patient_id} (customer names are unique per patient)")
     return text
 
 

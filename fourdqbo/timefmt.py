@@ -47,7 +47,7 @@ def parse_cli_datetime(text: str) -> datetime:
     if not value:
         raise ValueError("empty date-time")
     try:
-        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
             return datetime.combine(date.fromisoformat(value), datetime.min.time(), UTC)
         if value.endswith(("Z", "z")):
             value = value[:-1] + "+00:00"
@@ -64,7 +64,7 @@ def parse_cli_datetime(text: str) -> datetime:
 def parse_cli_date(text: str) -> date:
     """A plain calendar date from the command line, `YYYY-MM-DD` exactly."""
     value = text.strip()
-    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+    if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
         raise ValueError(f"not a date: {text!r} (use YYYY-MM-DD)")
     try:
         return date.fromisoformat(value)
@@ -96,7 +96,8 @@ def local_date(moment: datetime, zone: str) -> date:
 def load_zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        # OSError: a name that is a folder of the zone database ("America").
         raise ValueError(f"unknown time zone {name!r}") from None
 
 
