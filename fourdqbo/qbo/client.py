@@ -1,0 +1,555 @@
+"""The QuickBooks Online accounting API client: queries, paging, batch and single writes.
+
+Built on `fourdqbo.http.HttpTransport` (retries, in-flight bound, request counting) and
+responsible for everything QBO-specific on top of it:
+
+- every call goes to `/v3/company/{realm}/…` with `minorversion`, a Bearer token from the
+  token source and JSON headers; each answer's `intuit_tid` is logged (and named in errors);
+- pacing below QBO's throttle: one token bucket for requests (a batch of N items costs
+  N), one for batch POSTs, both charged again on every retry;
+- a 401 is answered by exactly one forced token refresh and one retry;
+- QBO `Fault` answers become `QBOFault`, unusable JSON becomes `MalformedPayload`;
+- writes carry a `requestid` and are sent as non-idempotent, so a write whose answer is
+  lost raises `OutcomeUnknown` instead of being repeated: the caller looks the document
+  up (by DocNumber) before writing again.
+
+The client never prints; it returns typed records (`fourdqbo.qbo.records`) or raw dicts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Protocol
+from urllib.parse import quote
+
+import httpx
+
+from fourdqbo import jsonio
+from fourdqbo.config import Settings
+from fourdqbo.errors import AuthError, MalformedPayload, OutcomeUnknown, QBOFault, UpstreamError
+from fourdqbo.http import HttpTransport, Pacing, RateLimiter, RequestCounter, RetryPolicy
+from fourdqbo.qbo import query as q
+from fourdqbo.qbo.records import Customer, Invoice, Item
+
+log = logging.getLogger(__name__)
+
+SERVICE = "qbo"
+MAX_BATCH_ITEMS = 30  # QBO's limit per batch POST
+REQUEST_BURST = 30  # one full batch may go out at once; the rest is paced
+OUTCOME_UNKNOWN_CODE = "outcome-unknown"  # QBOFault.code of a batch item QBO did not answer
+AUTH_FAULT_CODE = "3200"
+RELOGIN_HINT = "QBO refused the token: run `fourdqbo auth login`"
+
+
+class TokenSource(Protocol):
+    """What the client needs from the token store (`fourdqbo.qbo.tokens.TokenStore`)."""
+
+    @property
+    def realm_id(self) -> str: ...
+
+    def access_token(self) -> str: ...
+
+    def force_refresh(self, rejected: str) -> str: ...
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One item of a batch: an entity operation (`operation`, `entity`, `body`) or a `query`."""
+
+    bid: str
+    operation: str | None = None  # "create", "update", "delete" (QBO's batch operations)
+    entity: str | None = None  # "Invoice", "Customer", …
+    body: Mapping[str, Any] | None = None
+    query: str | None = None
+
+    def payload(self) -> dict[str, Any]:
+        if not self.bid:
+            raise ValueError("a batch item needs a bId")
+        if self.query is not None:
+            if self.operation or self.entity or self.body is not None:
+                raise ValueError(f"batch item {self.bid}: a query item carries only the query")
+            return {"bId": self.bid, "Query": self.query}
+        if not (self.operation and self.entity and self.body is not None):
+            raise ValueError(f"batch item {self.bid}: needs operation, entity and body")
+        q.entity_name(self.entity)
+        return {"bId": self.bid, "operation": self.operation, self.entity: dict(self.body)}
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """QBO's answer to one batch item: exactly one of entity, query_response, fault is set."""
+
+    bid: str
+    entity: dict[str, Any] | None = None
+    query_response: dict[str, Any] | None = None
+    fault: QBOFault | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.fault is None
+
+    @property
+    def outcome_unknown(self) -> bool:
+        """QBO did not answer this item: it may or may not have been applied."""
+        return self.fault is not None and self.fault.code == OUTCOME_UNKNOWN_CODE
+
+
+def batch_chunks(items: Sequence[BatchItem], size: int = MAX_BATCH_ITEMS) -> list[list[BatchItem]]:
+    """Split items into batches QBO accepts (the caller sends each with `QBOClient.batch`)."""
+    if not 1 <= size <= MAX_BATCH_ITEMS:
+        raise ValueError(f"a batch holds 1 to {MAX_BATCH_ITEMS} items")
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+class QBOClient:
+    """QBO accounting API for one realm. Use as a context manager so connections close."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        tokens: TokenSource,
+        *,
+        counter: RequestCounter | None = None,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        policy: RetryPolicy | None = None,
+    ) -> None:
+        settings.require_qbo()
+        self._tokens = tokens
+        self._minor_version = settings.qbo_minor_version
+        self._realm: str | None = None
+        timeout = settings.http_timeout_seconds
+        self._http = HttpTransport(
+            service=SERVICE,
+            base_url=settings.qbo_api_base_url,
+            headers={"Accept": "application/json", "Content-Type": "application/json"},
+            policy=policy,
+            max_in_flight=settings.qbo_max_in_flight,
+            counter=counter,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            transport=transport,
+            sleep=sleep,
+        )
+        window = settings.qbo_rate_window_seconds
+        self.request_limiter = RateLimiter(
+            settings.qbo_max_requests_per_minute,
+            window,
+            burst=REQUEST_BURST,
+            clock=clock,
+            sleep=sleep,
+        )
+        self.batch_limiter = RateLimiter(
+            settings.qbo_max_batches_per_minute, window, burst=1, clock=clock, sleep=sleep
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def __enter__(self) -> QBOClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    @property
+    def request_count(self) -> int:
+        """QBO requests sent so far (retries included), as counted for the run report."""
+        return self._http.counter.snapshot().get(SERVICE, 0)
+
+    @property
+    def counter(self) -> RequestCounter:
+        return self._http.counter
+
+    @property
+    def realm_id(self) -> str:
+        if self._realm is None:
+            self._realm = str(self._tokens.realm_id)
+        return self._realm
+
+    # -- queries -----------------------------------------------------------------------
+
+    def query(self, statement: str) -> dict[str, Any]:
+        """Run one statement; returns its `QueryResponse` object (`{}` when nothing matched)."""
+        answer = self._call("GET", "query", params={"query": statement}, what="query")
+        response = answer.get("QueryResponse", {})
+        if not isinstance(response, dict):
+            raise MalformedPayload(
+                "QBO query answer without a QueryResponse object", service=SERVICE
+            )
+        return response
+
+    def query_all(
+        self,
+        entity: str,
+        where: Sequence[str] = (),
+        order_by: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Every row of `SELECT * FROM entity WHERE …`, paging 1000 at a time until a short page."""
+        rows: list[dict[str, Any]] = []
+        start = 1
+        while True:
+            statement = q.select(entity, where, order_by, start=start, max_results=q.MAX_RESULTS)
+            page = _rows(self.query(statement), entity)
+            rows.extend(page)
+            if len(page) < q.MAX_RESULTS:
+                return rows
+            start += len(page)
+
+    def query_in(
+        self,
+        entity: str,
+        field: str,
+        values: Iterable[str],
+        where: Sequence[str] = (),
+        order_by: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Rows whose `field` is one of `values`, as several IN statements when the list is long."""
+        reserve = q.statement_reserve(entity, where, order_by)
+        rows: list[dict[str, Any]] = []
+        for condition in q.chunk_in(field, values, reserve=reserve):
+            rows.extend(self.query_all(entity, [*where, condition], order_by))
+        return rows
+
+    def find_invoices_by_doc_numbers(self, doc_numbers: Iterable[str]) -> list[Invoice]:
+        rows = self.query_in("Invoice", "DocNumber", doc_numbers)
+        return [Invoice.parse(row) for row in rows]
+
+    def find_customers_by_names(
+        self, names: Iterable[str], include_inactive: bool = True
+    ) -> list[Customer]:
+        """Customers by DisplayName; inactive ones too by default (their names stay taken)."""
+        where = [_ANY_ACTIVE] if include_inactive else []
+        rows = self.query_in("Customer", "DisplayName", names, where)
+        return [Customer.parse(row) for row in rows]
+
+    def find_items_by_names(
+        self, names: Iterable[str], include_inactive: bool = False
+    ) -> list[Item]:
+        where = [_ANY_ACTIVE] if include_inactive else []
+        rows = self.query_in("Item", "Name", names, where)
+        return [Item.parse(row) for row in rows]
+
+    def get_invoice_by_doc(self, doc_number: str) -> list[Invoice]:
+        """Every invoice with this DocNumber (normally one; two is a conflict for the caller)."""
+        rows = self.query_all("Invoice", [q.condition_eq("DocNumber", doc_number)])
+        return [Invoice.parse(row) for row in rows]
+
+    def get_customer_by_name(self, name: str, include_inactive: bool = True) -> Customer | None:
+        where = [q.condition_eq("DisplayName", name)]
+        if include_inactive:
+            where.insert(0, _ANY_ACTIVE)
+        rows = self.query_all("Customer", where)
+        return Customer.parse(rows[0]) if rows else None
+
+    def invoices_changed_since(self, since: datetime) -> list[Invoice]:
+        rows = self._changed_since("Invoice", since)
+        return [Invoice.parse(row) for row in rows]
+
+    def estimates_changed_since(self, since: datetime) -> list[dict[str, Any]]:
+        return self._changed_since("Estimate", since)
+
+    def _changed_since(self, entity: str, since: datetime) -> list[dict[str, Any]]:
+        condition = f"MetaData.LastUpdatedTime >= {q.datetime_literal(since)}"
+        return self.query_all(entity, [condition], order_by="MetaData.LastUpdatedTime")
+
+    # -- batch -------------------------------------------------------------------------
+
+    def batch(self, items: Sequence[BatchItem]) -> list[BatchResult]:
+        """Send up to 30 items in one POST; results in the order of `items`, matched by bId.
+
+        An item QBO did not answer gets a fault with code `OUTCOME_UNKNOWN_CODE`. A batch
+        holding a write is itself a write: a lost answer raises `OutcomeUnknown`.
+        """
+        if not items:
+            return []
+        if len(items) > MAX_BATCH_ITEMS:
+            raise ValueError(
+                f"a batch holds at most {MAX_BATCH_ITEMS} items, got {len(items)}: "
+                "split it with batch_chunks()"
+            )
+        payload = [item.payload() for item in items]
+        bids = [item.bid for item in items]
+        if len(set(bids)) != len(bids):
+            raise ValueError("batch items need distinct bIds")
+        read_only = all(item.query is not None for item in items)
+        answer = self._call(
+            "POST",
+            "batch",
+            body={"BatchItemRequest": payload},
+            write=not read_only,
+            units=len(items),
+            batch=True,
+            what="batch",
+        )
+        responses = answer.get("BatchItemResponse")
+        if not isinstance(responses, list):
+            raise MalformedPayload("QBO batch answer without BatchItemResponse", service=SERVICE)
+        by_bid: dict[str, Mapping[str, Any]] = {}
+        for response in responses:
+            if not isinstance(response, Mapping) or response.get("bId") is None:
+                raise MalformedPayload("QBO batch answer item without a bId", service=SERVICE)
+            by_bid[str(response["bId"])] = response
+        unexpected = set(by_bid) - set(bids)
+        if unexpected:
+            log.warning("qbo: batch answer names %d bId(s) we did not send", len(unexpected))
+        return [self._batch_result(item, by_bid.get(item.bid)) for item in items]
+
+    def _batch_result(self, item: BatchItem, response: Mapping[str, Any] | None) -> BatchResult:
+        if response is None:
+            fault = QBOFault(
+                f"QBO batch: no answer for item {item.bid}; outcome unknown",
+                code=OUTCOME_UNKNOWN_CODE,
+            )
+            return BatchResult(item.bid, fault=fault)
+        if "Fault" in response:
+            return BatchResult(item.bid, fault=fault_from(response["Fault"]))
+        if item.query is not None:
+            found = response.get("QueryResponse", {})
+            if not isinstance(found, dict):
+                raise MalformedPayload("QBO batch QueryResponse is not an object", service=SERVICE)
+            return BatchResult(item.bid, query_response=found)
+        entity = response.get(item.entity or "")
+        if not isinstance(entity, dict):
+            # Tolerate an answer keyed differently from what we sent (e.g. letter case).
+            others = [v for k, v in response.items() if k not in ("bId", "time")]
+            entity = others[0] if len(others) == 1 and isinstance(others[0], dict) else None
+        if entity is None:
+            raise MalformedPayload(
+                f"QBO batch answer for item {item.bid} holds no {item.entity}", service=SERVICE
+            )
+        return BatchResult(item.bid, entity=entity)
+
+    # -- single-entity writes ----------------------------------------------------------
+
+    def create(self, entity: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return self._write(entity, dict(body))
+
+    def update(self, entity: str, body: Mapping[str, Any], sparse: bool = True) -> dict[str, Any]:
+        """Update with the body's Id and SyncToken (a stale SyncToken gives fault 5010)."""
+        if body.get("Id") is None or body.get("SyncToken") is None:
+            raise ValueError("an update needs Id and SyncToken")
+        return self._write(entity, {**body, "sparse": sparse})
+
+    def delete(self, entity: str, id: str, sync_token: str) -> dict[str, Any]:
+        return self._write(entity, {"Id": id, "SyncToken": sync_token}, operation="delete")
+
+    def void_invoice(self, id: str, sync_token: str) -> dict[str, Any]:
+        return self._write("Invoice", {"Id": id, "SyncToken": sync_token}, operation="void")
+
+    def _write(
+        self, entity: str, body: dict[str, Any], operation: str | None = None
+    ) -> dict[str, Any]:
+        q.entity_name(entity)
+        params = {"operation": operation} if operation else None
+        what = f"{operation or 'write'} {entity}"
+        answer = self._call("POST", entity.lower(), params=params, body=body, write=True, what=what)
+        found = answer.get(entity)
+        if not isinstance(found, dict):
+            raise MalformedPayload(f"QBO answer to {what} holds no {entity}", service=SERVICE)
+        return found
+
+    # -- transport ---------------------------------------------------------------------
+
+    def _call(
+        self,
+        method: str,
+        resource: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        write: bool = False,
+        units: int = 1,
+        batch: bool = False,
+        what: str,
+    ) -> dict[str, Any]:
+        """One API call with auth, pacing, one refresh-and-retry on 401, fault decoding."""
+        url = f"/v3/company/{quote(self.realm_id, safe='')}/{resource}"
+        query = {**(params or {}), "minorversion": self._minor_version}
+        if write:
+            # The same id on the retry after a 401: it is the same request.
+            query["requestid"] = uuid.uuid4().hex
+        content = jsonio.dumps(body) if body is not None else None
+        pacing: Pacing = [(self.request_limiter, units)]
+        if batch:
+            pacing = [*pacing, (self.batch_limiter, 1)]
+        token = self._tokens.access_token()
+        response = self._send(method, url, query, content, token, write, pacing)
+        if _auth_refused(response):
+            log.info("qbo: %s answered %d; refreshing the token once", what, response.status_code)
+            token = self._tokens.force_refresh(token)
+            response = self._send(method, url, query, content, token, write, pacing)
+            if _auth_refused(response):
+                tid = response.headers.get("intuit_tid")
+                raise AuthError(
+                    _with_tid(RELOGIN_HINT, tid),
+                    service=SERVICE,
+                    status=response.status_code,
+                    intuit_tid=tid,
+                )
+        return _decode(response, what, write)
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        params: Mapping[str, str],
+        content: str | None,
+        token: str,
+        write: bool,
+        pacing: Pacing,
+    ) -> httpx.Response:
+        try:
+            response = self._http.request(
+                method,
+                url,
+                idempotent=not write,
+                params=params,
+                content=content,
+                headers={"Authorization": f"Bearer {token}"},
+                pacing=pacing,
+            )
+        except UpstreamError as exc:
+            if exc.intuit_tid and exc.intuit_tid not in exc.message:
+                exc.message = _with_tid(exc.message, exc.intuit_tid)
+                exc.args = (exc.message,)
+            raise
+        log.debug(
+            "qbo %s %s -> %d intuit_tid=%s",
+            method,
+            url.rsplit("/", 1)[-1],
+            response.status_code,
+            response.headers.get("intuit_tid", "-"),
+        )
+        return response
+
+
+_ANY_ACTIVE = "Active IN (true, false)"
+
+
+def fault_from(fault: Any, *, status: int | None = None, intuit_tid: str | None = None) -> QBOFault:
+    """A QBOFault from QBO's `{"Error": [{Message, Detail, code, element}], "type": …}`."""
+    if not isinstance(fault, Mapping):
+        return QBOFault(
+            _with_tid("QBO fault of unknown shape", intuit_tid),
+            status=status,
+            intuit_tid=intuit_tid,
+        )
+    raw_errors = fault.get("Error")
+    if isinstance(raw_errors, Mapping):
+        raw_errors = [raw_errors]
+    errors = [e for e in raw_errors or [] if isinstance(e, Mapping)]
+    first = errors[0] if errors else {}
+    code = str(first.get("code") or "")
+    message = str(first.get("Message") or first.get("message") or "fault")
+    detail = str(first.get("Detail") or first.get("detail") or "")
+    element = str(first.get("element") or "")
+    fault_type = str(fault.get("type") or "")
+    text = f"QBO fault {code or '?'}"
+    if fault_type:
+        text += f" ({fault_type})"
+    text += f": {message}"
+    if detail and detail != message:
+        text += f": {detail[:300]}"
+    if len(errors) > 1:
+        text += f" (+{len(errors) - 1} more)"
+    return QBOFault(
+        _with_tid(text, intuit_tid),
+        code=code,
+        detail=detail,
+        element=element,
+        fault_type=fault_type,
+        status=status,
+        intuit_tid=intuit_tid,
+    )
+
+
+def _with_tid(message: str, tid: str | None) -> str:
+    return f"{message} (intuit_tid={tid})" if tid else message
+
+
+def _parse_json(response: httpx.Response) -> Any:
+    try:
+        return jsonio.loads(response.content)
+    except (ValueError, UnicodeDecodeError):
+        return _NOT_JSON
+
+
+_NOT_JSON = object()
+
+
+def _fault_code(document: Any) -> str | None:
+    if isinstance(document, Mapping) and isinstance(document.get("Fault"), Mapping):
+        errors = document["Fault"].get("Error") or []
+        if errors and isinstance(errors[0], Mapping):
+            return str(errors[0].get("code") or "")
+    return None
+
+
+def _auth_refused(response: httpx.Response) -> bool:
+    if response.status_code == 401:
+        return True
+    if response.status_code in (400, 403):
+        return _fault_code(_parse_json(response)) == AUTH_FAULT_CODE
+    return False
+
+
+def _decode(response: httpx.Response, what: str, write: bool) -> dict[str, Any]:
+    status = response.status_code
+    tid = response.headers.get("intuit_tid")
+    document = _parse_json(response)
+    if isinstance(document, Mapping) and "Fault" in document:
+        raise fault_from(document["Fault"], status=status, intuit_tid=tid)
+    if status == 403:
+        raise AuthError(
+            _with_tid(f"QBO refused access to {what} (HTTP 403)", tid),
+            service=SERVICE,
+            status=status,
+            intuit_tid=tid,
+        )
+    if status >= 500 and write:
+        # A server error the transport does not retry (501, 505, …): the write may have
+        # been applied before it failed.
+        raise OutcomeUnknown(
+            _with_tid(f"QBO answered HTTP {status} to {what}; outcome unknown", tid),
+            service=SERVICE,
+            status=status,
+            intuit_tid=tid,
+        )
+    if status >= 400:
+        raise UpstreamError(
+            _with_tid(f"QBO answered HTTP {status} to {what}", tid),
+            service=SERVICE,
+            status=status,
+            intuit_tid=tid,
+        )
+    if not isinstance(document, dict):
+        raise MalformedPayload(
+            _with_tid(f"QBO answered {what} with something other than a JSON object", tid),
+            service=SERVICE,
+            status=status,
+            intuit_tid=tid,
+        )
+    return document
+
+
+def _rows(response: Mapping[str, Any], entity: str) -> list[dict[str, Any]]:
+    rows = response.get(entity, [])
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise MalformedPayload(
+            f"QBO {entity} query rows are not a list of objects", service=SERVICE
+        )
+    return rows
