@@ -14,8 +14,16 @@ from typing import Any
 
 
 def loads(data: str | bytes) -> Any:
-    """Parse JSON; non-integers become Decimal."""
-    return json.loads(data, parse_float=Decimal)
+    """Parse JSON; non-integers become Decimal.
+
+    `NaN`, `Infinity` and `-Infinity` (which Python's json accepts but JSON does not) are
+    refused with a JSONDecodeError: an amount must never arrive as a float NaN.
+    """
+    return json.loads(data, parse_float=Decimal, parse_constant=_refuse_constant)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise json.JSONDecodeError(f"{name} is not valid JSON", name, 0)
 
 
 def dumps(value: Any, *, indent: int | None = None) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
 from typing import Any
 
 CENT = Decimal("0.01")
@@ -12,8 +12,19 @@ MAX_AMOUNT = Decimal("100000000")
 
 
 def cents(value: Decimal) -> Decimal:
-    """Round to cents, half-up (0.005 -> 0.01), the way invoices are rounded."""
-    return value.quantize(CENT, rounding=ROUND_HALF_UP)
+    """Round to cents, half-up (0.005 -> 0.01, -0.005 -> -0.01), the way invoices are rounded.
+
+    A result of zero is always `0.00`, never `-0.00` (a tiny negative discount must not
+    show or be sent as "-0.00").
+    """
+    if not value.is_finite():
+        raise ValueError(f"cannot round {value} to cents")
+    with localcontext() as context:
+        # Enough digits for any magnitude: quantize signals rather than round when the
+        # result has more digits than the context's precision (28 by default).
+        context.prec = max(context.prec, value.adjusted() + 4)
+        rounded = value.quantize(CENT, rounding=ROUND_HALF_UP)
+    return rounded.copy_abs() if rounded.is_zero() else rounded
 
 
 def to_decimal(value: Any, field: str, *, allow_negative: bool = False) -> Decimal:
