@@ -74,12 +74,17 @@ def parse_cli_date(text: str) -> date:
 
 def fourd_datetime(moment: datetime) -> str:
     """4D's `fromDate` format: UTC, `YYYY-MM-DDTHH:mm:ss`, no zone suffix."""
-    return to_utc(moment).strftime("%Y-%m-%dT%H:%M:%S")
+    return _seconds_text(moment)
 
 
 def iso_z(moment: datetime) -> str:
     """UTC with a `Z`, second precision: how times are shown and stored."""
-    return to_utc(moment).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _seconds_text(moment) + "Z"
+
+
+def _seconds_text(moment: datetime) -> str:
+    # isoformat, not strftime("%Y"): glibc does not zero-pad years below 1000.
+    return to_utc(moment).replace(microsecond=0, tzinfo=None).isoformat(timespec="seconds")
 
 
 def to_utc(moment: datetime) -> datetime:
