@@ -29,9 +29,10 @@ from fourdqbo.timefmt import load_zone, local_date
 # QBO limits on what we write.
 DESCRIPTION_MAX_CHARS = 4000
 DISPLAY_NAME_MAX_CHARS = 500
-CUSTOM_FIELD_MAX_CHARS = 31  # QBO keeps at most 31 characters of a string custom field
-# We send a supply's Qty only when it has at most this many decimal places; QBO keeps no more,
-# and a Qty it rounded would no longer multiply out to the Amount we sent.
+CUSTOM_FIELD_MAX_CHARS = 31  # QBO's limit on a sales-form string custom field
+# We send a supply's own Qty only when it has at most this many decimal places: we do not
+# rely on QBO keeping finer quantities, and a Qty it rounded would no longer multiply out
+# to the Amount we sent.
 QTY_MAX_PLACES = 5
 
 QUOTE_VERSION_FIELD_NAME = "Quote Version"
@@ -356,13 +357,15 @@ def _allocate_cents(values: Sequence[Decimal], exact_total: Decimal) -> list[Dec
 def _supply_line(description: str, supply: Supply, amount: Decimal) -> DraftLine:
     """A supply line whose Amount is exactly Qty × UnitPrice, as QBO insists.
 
-    We send `Qty` = Quantity and `UnitPrice` = UnitCost when UnitCost is a whole number of
-    cents, Quantity has at most QTY_MAX_PLACES decimals, and their product is exactly the
-    line's amount (which is then exact at cents: the usual case, e.g. 3 × 12.50). Otherwise
-    (a unit cost in fractions of a cent, a fractional quantity whose product has more than
-    two decimals, or a line that took a rounding cent) no (Qty, UnitPrice) pair at cents
-    multiplies out to the amount, and QBO would reject the line or round it differently from
-    us, so we send `Qty` = 1 and `UnitPrice` = Amount: exact under any comparison QBO makes.
+    The rule: keep `UnitPrice` at whole cents and `Qty` as given, and send the quote's own
+    `Qty` = Quantity and `UnitPrice` = UnitCost only when UnitCost is a whole number of
+    cents, Quantity has at most QTY_MAX_PLACES decimals and their product equals the line's
+    amount exactly (the usual case, e.g. 3 × 12.50 = 37.50). Otherwise - a unit cost in
+    fractions of a cent, or a product with more than two decimals such as 1.5 × 0.33 -
+    the product cannot be sent as an amount, and whether QBO would compare the rounded
+    product with the amount is not something to bet an invoice on; so we send `Qty` = 1 and
+    `UnitPrice` = Amount, which is exact under any comparison. The amount itself is the
+    line's value rounded to cents (see `_allocate_cents`), so the invoice total is right.
     """
     quantity = supply.quantity
     unit_cost = supply.unit_cost
