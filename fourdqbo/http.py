@@ -15,10 +15,11 @@
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -47,9 +48,10 @@ class RetryPolicy:
 
     def backoff(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to wait after failed attempt number `attempt` (1-based)."""
-        if retry_after is not None:
+        if retry_after is not None and not math.isnan(retry_after):
             return min(max(retry_after, 0.0), self.max_retry_after)
-        cap = min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
+        # The exponent is bounded: 2.0 ** 1100 would overflow long after max_delay caps it.
+        cap = min(self.max_delay, self.base_delay * (2.0 ** min(max(attempt - 1, 0), 64)))
         return random.uniform(cap / 2, cap)
 
 
@@ -59,9 +61,12 @@ def parse_retry_after(value: str | None) -> float | None:
         return None
     value = value.strip()
     try:
-        return max(float(value), 0.0)
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        # "nan" or "inf" is garbage, not a wait (sleep(nan) would raise).
+        return max(seconds, 0.0) if math.isfinite(seconds) else None
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -72,12 +77,20 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 class RateLimiter:
-    """Token bucket that keeps any `window`-second span under `limit` units.
+    """Paces units (requests, batch items) so that no `window`-second span holds more than
+    `limit` of them: pacing below the throttle instead of bouncing off it.
 
-    The bucket holds at most `burst` units and refills at (limit - burst) / window per
-    second, so even a full bucket spent at once plus a window's refill stays within the
-    limit: pacing below the throttle instead of bouncing off it.
+    Two rules, both must allow a unit before it is spent:
+    - a token bucket (at most `burst` units at once, refilled at `limit / window` per
+      second) spreads the units evenly over the window; a spend larger than the bucket
+      (a 30-item batch) is allowed once the bucket is full and leaves a debt that later
+      spends wait out;
+    - a sliding log of what was spent in the last `window` seconds is the hard guarantee:
+      a spend waits until it fits under `limit`.
     """
+
+    # Shortest wait: keeps a fake clock moving when float rounding leaves a sliver.
+    _MIN_PAUSE = 1e-6
 
     def __init__(
         self,
@@ -90,29 +103,54 @@ class RateLimiter:
     ) -> None:
         if limit <= 0 or window <= 0:
             raise ValueError("limit and window must be positive")
-        self.capacity = max(1, min(burst, limit - 1 if limit > 1 else 1))
-        self.rate = max(limit - self.capacity, 1) / window
+        self.limit = limit
+        self.window = float(window)
+        self.capacity = max(1, min(burst, limit))
+        self.rate = limit / self.window
         self._tokens = float(self.capacity)
         self._clock = clock
         self._sleep = sleep
         self._stamp = clock()
+        self._spent: deque[tuple[float, int]] = deque()
+        self._spent_total = 0
         self._lock = threading.Lock()
 
     def acquire(self, units: int = 1) -> float:
-        """Block until `units` may be spent; returns the seconds waited."""
-        units = min(units, self.capacity)
+        """Block until `units` may be spent; returns the seconds waited.
+
+        More than `limit` units at once can never fit a window; they are counted as `limit`.
+        """
+        units = max(1, min(units, self.limit))
         waited = 0.0
         while True:
             with self._lock:
                 now = self._clock()
                 self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
                 self._stamp = now
-                if self._tokens >= units:
+                while self._spent and self._spent[0][0] + self.window <= now:
+                    self._spent_total -= self._spent.popleft()[1]
+                needed = min(units, self.capacity)
+                bucket_pause = max(needed - self._tokens, 0.0) / self.rate
+                log_pause = self._log_pause(units, now)
+                if bucket_pause <= 0 and log_pause <= 0:
                     self._tokens -= units
+                    self._spent.append((now, units))
+                    self._spent_total += units
                     return waited
-                pause = (units - self._tokens) / self.rate
+                pause = max(bucket_pause, log_pause, self._MIN_PAUSE)
             self._sleep(pause)
             waited += pause
+
+    def _log_pause(self, units: int, now: float) -> float:
+        """Seconds until enough of the log has left the window for `units` more to fit."""
+        excess = self._spent_total + units - self.limit
+        if excess <= 0:
+            return 0.0
+        for stamp, spent in self._spent:
+            excess -= spent
+            if excess <= 0:
+                return stamp + self.window - now
+        return self.window  # unreachable: units <= limit
 
 
 @dataclass
