@@ -1,13 +1,218 @@
-"""`fourdqbo demo`: a whole sync against the built-in sandbox (in progress)."""
+"""`fourdqbo demo`: a whole sync against the built-in sandbox, with nothing to configure.
+
+Starts the sandbox, authorises through its OAuth with the real code path (authorisation
+URL, redirect, one-time code exchange, token file), runs `sync run`, changes the practice
+the way a day at the clinic does (an edited quote, a re-opened quote, a new one), runs
+again, and shows the invoices and what happened and why. Uses Redis when one answers at
+REDIS_URL (under a throwaway key prefix, removed afterwards), the file backend in a
+temporary directory otherwise. Nothing outside that directory and prefix is touched.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
 import typer
 
+from fourdqbo.cli.output import Column, emit_table, info, stdout_is_terminal
 
-def demo(ctx: typer.Context) -> None:
+
+def demo(
+    ctx: typer.Context,
+    seed: int = typer.Option(7, "--seed", help="Seed of the sandbox practice."),
+    quotes: int = typer.Option(30, "--quotes", min=5, max=5000, help="How many 4D quotes."),
+    keep: bool = typer.Option(False, "--keep", help="Keep the temporary directory (logs, state)."),
+) -> None:
     """Run a whole sync against the built-in sandbox; nothing to configure.
 
     Example: fourdqbo demo
     """
-    raise typer.Exit(0)
+    from fourdqbo.config import load_settings
+    from fourdqbo.log import setup_logging
+    from fourdqbo.sandbox.server import Sandbox
+
+    workdir = Path(tempfile.mkdtemp(prefix="fourdqbo-demo-"))
+    try:
+        with Sandbox(seed=seed, quotes=quotes) as sandbox, _state_backend() as state_env:
+            env = sandbox.env(workdir / "data")
+            Path(env["QBO_TOKEN_FILE"]).unlink()  # the demo authorises for real instead
+            env.update(state_env)
+            env["LOGS_DIR"] = str(workdir / "logs")
+            settings = load_settings(env, dotenv_path=None)
+            setup_logging(settings.logs_dir, console=False)
+            _say(
+                f"1. Sandbox up at {sandbox.url}: a practice with {quotes} quotes "
+                f"and a QBO company (state: {state_env['STATE_BACKEND']})."
+            )
+            realm = _authorise(settings)
+            _say(
+                f"2. Authorised QBO through the sandbox's Intuit OAuth: realm {realm}, "
+                f"token saved 0600 in {settings.qbo_token_file}."
+            )
+            first = _sync(settings, "3. First sync: every completed quote becomes one invoice.")
+            changes = _change_the_practice(sandbox)
+            _say("4. Meanwhile in 4D: " + "; ".join(changes) + ".")
+            second = _sync(settings, "5. Second sync: only what changed is written.")
+            _show_invoices(settings)
+            _explain(first, second)
+            info(f"Logs and state: {workdir}" if keep else "")
+    finally:
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _say(text: str) -> None:
+    if stdout_is_terminal():
+        from rich.console import Console
+
+        Console().print(f"[bold]{text}[/bold]")
+    else:
+        print(text)
+
+
+@contextlib.contextmanager
+def _state_backend() -> Iterator[dict[str, str]]:
+    """Redis when one answers (throwaway prefix, cleaned up), else the file backend."""
+    url = os.environ.get("REDIS_URL", "redis://localhost:6379/0")
+    prefix = f"fourdqbo-demo-{uuid.uuid4().hex[:8]}"
+    client: Any = None
+    try:
+        import redis
+
+        client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+        client.ping()
+    except Exception:  # any failure means: no usable Redis here, use files
+        client = None
+    if client is None:
+        yield {"STATE_BACKEND": "file"}
+        return
+    try:
+        yield {"STATE_BACKEND": "redis", "REDIS_URL": url, "STATE_PREFIX": prefix}
+    finally:
+        with contextlib.suppress(Exception):
+            keys = list(client.scan_iter(match=f"{prefix}:*", count=500))
+            if keys:
+                client.delete(*keys)
+        client.close()
+
+
+def _authorise(settings: Any) -> str:
+    """The real authorisation path: URL with state, the provider's redirect, exchange."""
+    import httpx
+
+    from fourdqbo.qbo.oauth import authorization_request, exchange_redirect, save_pending
+
+    request = authorization_request(settings)
+    save_pending(settings, request)
+    # The sandbox's consent screen approves at once and redirects, as a browser would see.
+    answer = httpx.get(request.url, follow_redirects=False, timeout=10)
+    redirected = answer.headers.get("location", "")
+    token = exchange_redirect(settings, redirected)
+    return str(token.realm_id)
+
+
+def _sync(settings: Any, heading: str) -> dict[str, Any]:
+    from fourdqbo.cli.sync import RichProgress, connect
+    from fourdqbo.sync.engine import RunOptions, SilentProgress, SyncEngine
+
+    _say(heading)
+    show = stdout_is_terminal() and sys.stderr.isatty()
+    with connect(settings) as conn:
+        progress: Any = RichProgress() if show else SilentProgress()
+        engine = SyncEngine(settings, conn.fourd, conn.qbo, conn.state, progress)
+        with progress if show else contextlib.nullcontext():
+            report = engine.run(RunOptions())
+    document = report.as_dict()
+    rows = [q for q in document["quotes"] if q["action"] != "unchanged"]
+    emit_table(
+        ["quote", Column("version", "right"), "status", "action", "invoice", "why"],
+        [
+            (
+                q["quote"],
+                q["version"],
+                q["status"],
+                q["action"],
+                q["invoice_id"],
+                q["error"] or q["reason"],
+            )
+            for q in rows
+        ],
+        empty="   nothing to write",
+    )
+    counts = document["counts"]
+    print(
+        "   "
+        + ", ".join(f"{k} {v}" for k, v in counts.items() if v or k == "seen")
+        + f"; customers created {document['customers']['created']}, reactivated "
+        f"{document['customers']['reactivated']}; HTTP requests 4D "
+        f"{document['requests']['fourd']}, QBO {document['requests']['qbo']}"
+    )
+    return document
+
+
+def _change_the_practice(sandbox: Any) -> list[str]:
+    """An edited quote, a re-opened quote and a new completed quote, a minute from now."""
+    sandbox.clock.advance(60)
+    practice = sandbox.practice
+    completed = [n for n in practice.completed_numbers() if n != sandbox.facts.conflict_quote]
+    edited, reopened = completed[0], completed[1]
+    practice.edit_quote(edited)
+    practice.set_status(reopened, 1)
+    added = practice.add_quote(status_id=4)
+    sandbox.clock.advance(60)
+    return [
+        f"quote {edited} edited (new version)",
+        f"quote {reopened} re-opened",
+        f"quote {added.number} completed",
+    ]
+
+
+def _show_invoices(settings: Any) -> None:
+    from fourdqbo.qbo.client import QBOClient
+    from fourdqbo.qbo.records import Invoice
+    from fourdqbo.qbo.tokens import TokenStore
+
+    with QBOClient(settings, TokenStore(settings)) as client:
+        invoices = [Invoice.parse(raw) for raw in client.query_all("Invoice")]
+    invoices.sort(key=lambda i: i.doc_number or "")
+    _say(f"6. The QBO company now holds {len(invoices)} invoices:")
+    emit_table(
+        [
+            "DocNumber",
+            "customer",
+            "date",
+            Column("total", "right"),
+            Column("balance", "right"),
+            "last updated (UTC)",
+        ],
+        [
+            (
+                i.doc_number,
+                i.customer_name or i.customer_id,
+                i.txn_date,
+                i.total,
+                i.balance,
+                i.updated_at,
+            )
+            for i in invoices
+        ],
+    )
+
+
+def _explain(first: dict[str, Any], second: dict[str, Any]) -> None:
+    _say("7. What happened and why:")
+    lines = []
+    for document in (first, second):
+        for q in document["quotes"]:
+            if q["action"] in ("created", "updated", "deleted", "voided", "conflict", "skipped"):
+                lines.append(f"   quote {q['quote']}: {q['action']} - {q['reason'] or q['error']}")
+    print("\n".join(dict.fromkeys(lines)) or "   nothing")
+    print("   Run it again with `fourdqbo sandbox serve` to explore with the other commands.")

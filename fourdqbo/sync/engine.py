@@ -25,6 +25,7 @@ from fourdqbo.errors import (
     ConfigError,
     FourdqboError,
     LockHeld,
+    MalformedPayload,
     OutcomeUnknown,
     QBOFault,
     StateStoreError,
@@ -42,7 +43,14 @@ from fourdqbo.sync.mapping import (
     map_quote,
     update_payload,
 )
-from fourdqbo.sync.planning import Action, Plan, QuoteInput, QuotePlan, plan_sync
+from fourdqbo.sync.planning import (
+    Action,
+    Plan,
+    QuoteInput,
+    QuotePlan,
+    customer_key,
+    plan_sync,
+)
 from fourdqbo.sync.report import QuoteOutcome, RunReport
 from fourdqbo.timefmt import utcnow
 
@@ -317,7 +325,7 @@ class SyncEngine:
         report: RunReport,
         lock: Any,
     ) -> None:
-        customer_ids = {c.display_name.lower(): c.id for c in customers if c.active}
+        customer_ids = {customer_key(c.display_name): c.id for c in customers if c.active}
         customer_errors: dict[str, str] = {}
         writes_needed = [
             p
@@ -345,7 +353,7 @@ class SyncEngine:
         for quote_plan in writes_needed:
             customer_id = None
             if quote_plan.action in (Action.CREATE, Action.UPDATE):
-                name = (quote_plan.customer_name or "").lower()
+                name = customer_key(quote_plan.customer_name or "")
                 customer_id = customer_ids.get(name)
                 if customer_id is None:
                     error = customer_errors.get(name, "customer could not be created")
@@ -408,11 +416,11 @@ class SyncEngine:
             ]
             try:
                 results = {r.bid: r for r in self.qbo.batch(items)}
-            except OutcomeUnknown:
+            except (OutcomeUnknown, MalformedPayload):
                 results = {}
             for n, customer in enumerate(chunk):
                 result = results.get(f"r{n}")
-                key = customer.display_name.lower()
+                key = customer_key(customer.display_name)
                 if result is not None and result.fault is None:
                     customer_ids[key] = customer.id
                     report.customers_reactivated += 1
@@ -421,7 +429,7 @@ class SyncEngine:
                 found = self.qbo.find_customers_by_names(
                     [customer.display_name], include_inactive=True
                 )
-                active = [c for c in found if c.active and c.display_name.lower() == key]
+                active = [c for c in found if c.active and customer_key(c.display_name) == key]
                 if active:
                     customer_ids[key] = active[0].id
                     report.customers_reactivated += 1
@@ -437,7 +445,7 @@ class SyncEngine:
         report: RunReport,
         lock: Any,
     ) -> None:
-        pending = [n for n in names if n.lower() not in customer_ids]
+        pending = [n for n in names if customer_key(n) not in customer_ids]
         for _ in range(RESOLVE_ROUNDS):
             if not pending:
                 return
@@ -450,39 +458,39 @@ class SyncEngine:
                 ]
                 try:
                     results = {r.bid: r for r in self.qbo.batch(items)}
-                except OutcomeUnknown as exc:
+                except (OutcomeUnknown, MalformedPayload) as exc:
                     log.warning("customer batch outcome unknown (%s); looking up", exc)
                     uncertain.extend(chunk)
                     continue
                 for n, name in enumerate(chunk):
                     result = results.get(f"c{n}")
                     if result is not None and result.fault is None and result.entity:
-                        customer_ids[name.lower()] = str(result.entity["Id"])
+                        customer_ids[customer_key(name)] = str(result.entity["Id"])
                         report.customers_created += 1
                         log.info("customer %s created", result.entity["Id"])
-                    elif result is None or result.fault.code == "6240":
+                    elif result is None or result.outcome_unknown or result.fault.code == "6240":
                         # Lost answer, or the name exists already (another run, a
                         # vendor, an earlier lost answer): look it up rather than guess.
                         uncertain.append(name)
                     else:
-                        errors[name.lower()] = _fault_text(result.fault, "create customer")
+                        errors[customer_key(name)] = _fault_text(result.fault, "create customer")
                 self.progress.advance(len(chunk))
             pending = []
             if uncertain:
                 found = self.qbo.find_customers_by_names(uncertain, include_inactive=True)
-                by_name = {c.display_name.lower(): c for c in found}
+                by_name = {customer_key(c.display_name): c for c in found}
                 for name in uncertain:
-                    customer = by_name.get(name.lower())
+                    customer = by_name.get(customer_key(name))
                     if customer is None:
                         pending.append(name)  # not there: creating again is safe
                     elif customer.active:
-                        customer_ids[name.lower()] = customer.id
+                        customer_ids[customer_key(name)] = customer.id
                     else:
-                        errors[name.lower()] = (
+                        errors[customer_key(name)] = (
                             "an inactive QBO customer (or vendor/employee) has this name"
                         )
         for name in pending:
-            errors.setdefault(name.lower(), "customer creation outcome unknown after retries")
+            errors.setdefault(customer_key(name), "customer creation outcome unknown after retries")
 
     def _write_invoices(
         self, writes: list[_Write], item_ids: Mapping[LineKind, str], lock: Any
@@ -499,7 +507,7 @@ class SyncEngine:
                 items = [self._invoice_item(n, w, item_ids) for n, w in enumerate(chunk)]
                 try:
                     results = {r.bid: r for r in self.qbo.batch(items)}
-                except OutcomeUnknown as exc:
+                except (OutcomeUnknown, MalformedPayload) as exc:
                     log.warning("invoice batch outcome unknown (%s); looking up", exc)
                     uncertain.extend(chunk)
                     self.progress.advance(len(chunk))
@@ -513,7 +521,7 @@ class SyncEngine:
                 try:
                     answer = self.qbo.void_invoice(write.invoice.id, write.invoice.sync_token)
                     write.done, write.invoice_id = True, str(answer.get("Id", write.invoice.id))
-                except OutcomeUnknown:
+                except (OutcomeUnknown, MalformedPayload):
                     uncertain.append(write)
                 except QBOFault as fault:
                     if fault.code in ("5010", "610"):
@@ -543,7 +551,7 @@ class SyncEngine:
         return self._batch_item(bid, "delete", "Invoice", body)
 
     def _absorb(self, write: _Write, result: Any, uncertain: list[_Write]) -> None:
-        if result is None:
+        if result is None or result.outcome_unknown:
             uncertain.append(write)  # the batch answered without this item
             return
         if result.fault is None:
