@@ -10,11 +10,13 @@ import os
 import stat
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import typer
 
 from fourdqbo.cli.context import settings_of
 from fourdqbo.cli.output import emit_json, emit_pairs, info
+from fourdqbo.config import Settings, is_loopback
 from fourdqbo.qbo import oauth
 from fourdqbo.qbo.tokens import Token, TokenStore
 from fourdqbo.timefmt import iso_z, utcnow
@@ -61,6 +63,7 @@ def login(
         info(f"  {url}")
         info(f"Waiting up to {timeout:g} s for the redirect to {settings.qbo_redirect_uri} …")
 
+    _redirect_hint(settings)
     token = oauth.login(settings, open_browser=not no_browser, announce=announce, timeout=timeout)
     _authorised(token, settings.qbo_token_file)
 
@@ -100,6 +103,7 @@ def callback(ctx: typer.Context, timeout: float = _TIMEOUT) -> None:
     settings.require_oauth()
     settings.require("DATA_DIR")
     pending = oauth.load_pending(settings)
+    _redirect_hint(settings)
     info(
         f"Listening on {settings.qbo_callback_host}:{settings.qbo_callback_port}"
         f"{settings.qbo_callback_path} for up to {timeout:g} s …"
@@ -217,6 +221,24 @@ def revoke(ctx: typer.Context) -> None:
         info(
             f"Intuit no longer knew the token for realm {realm} (already revoked or expired); "
             f"removed {settings.qbo_token_file}"
+        )
+
+
+def _redirect_hint(settings: Settings) -> None:
+    """Warn when the redirect cannot reach the listener (a common set-up slip).
+
+    Only for a loopback redirect URI: behind a tunnel or proxy the ports may differ on
+    purpose.
+    """
+    parts = urlsplit(settings.qbo_redirect_uri)
+    if not parts.hostname or not is_loopback(parts.hostname):
+        return
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    if port != settings.qbo_callback_port or (parts.path or "/") != settings.qbo_callback_path:
+        info(
+            f"WARN QBO_REDIRECT_URI {settings.qbo_redirect_uri} does not point at the listener "
+            f"(port {settings.qbo_callback_port}, path {settings.qbo_callback_path}): "
+            "check QBO_CALLBACK_PORT / QBO_CALLBACK_PATH"
         )
 
 

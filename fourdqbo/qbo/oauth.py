@@ -102,9 +102,10 @@ def auth_client(settings: Settings) -> AuthClient:
     Its environment is `settings.oauth_environment` (QBO_DISCOVERY_URL when set).
     """
     settings.require(
-        "QBO_CLIENT_ID", "QBO_CLIENT_SECRET", "QBO_ENVIRONMENT", "QBO_REDIRECT_URI",
-        "QBO_DISCOVERY_URL",
-    )  # fmt: skip
+        "QBO_CLIENT_ID", "QBO_CLIENT_SECRET", "QBO_ENVIRONMENT", "HTTP_TIMEOUT_SECONDS"
+    )
+    if settings.qbo_discovery_url or "QBO_DISCOVERY_URL" in settings.problems:
+        settings.require("QBO_DISCOVERY_URL")  # optional, but a malformed one is refused
     register_sensitive(settings.qbo_client_secret)
     environment = settings.oauth_environment
     try:
@@ -226,6 +227,7 @@ def exchange_code(
 ) -> Token:
     """Exchange the authorisation code (exactly once) and save the tokens with the realm."""
     register_sensitive(redirect.code)
+    settings.require("QBO_REDIRECT_URI")  # must be the one the code was issued for
     client = auth_client(settings)
     with intuit_errors(
         "exchanging the authorisation code",
@@ -267,6 +269,7 @@ def revoke(settings: Settings, *, store: TokenStore | None = None) -> bool:
 
 def authorization_request(settings: Settings) -> AuthorizationRequest:
     """The URL the operator opens, with a fresh random `state`."""
+    settings.require("QBO_REDIRECT_URI")
     state = secrets.token_urlsafe(24)
     client = auth_client(settings)
     return AuthorizationRequest(client.get_authorization_url(SCOPES, state_token=state), state)

@@ -299,6 +299,17 @@ def test_login_times_out_with_one_error_line(sim: Sim) -> None:
     lines = result.stderr.strip().splitlines()
     assert [line for line in lines if line.startswith("fourdqbo: ")] == [lines[-1]]
     assert "no authorisation arrived" in lines[-1]
+    assert "WARN" not in result.stderr
+
+
+def test_login_warns_when_the_redirect_uri_misses_the_listener(sim: Sim) -> None:
+    result = sim.run(
+        "login", "--no-browser", "--timeout", "1", QBO_REDIRECT_URI="http://localhost:9/cb"
+    )
+    assert result.exit_code == 3
+    assert "WARN QBO_REDIRECT_URI http://localhost:9/cb does not point at the listener" in (
+        result.stderr
+    )
     assert sim.service.token_requests == []
 
 

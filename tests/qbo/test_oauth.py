@@ -353,3 +353,27 @@ def test_token_endpoint_that_never_answers_is_upstream_error(
         redirect = oauth.parse_redirect(intuit_redirect(oauth.authorization_request(settings).url))
         with pytest.raises(UpstreamError, match="no answer in time"):
             oauth.exchange_code(settings, redirect)
+
+
+def test_without_discovery_url_the_environment_name_is_used(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: list[tuple[object, ...]] = []
+
+    class Recorder:
+        include_refresh_token_hard_expires_in = False
+
+        def __init__(self, *args: object) -> None:
+            built.append(args)  # no network: intuit-oauth would fetch Intuit's discovery here
+
+    monkeypatch.setattr(oauth, "_BoundedAuthClient", Recorder)
+    settings = make_settings(QBO_DISCOVERY_URL="", QBO_ENVIRONMENT="sandbox")
+    client = oauth.auth_client(settings)
+    assert built[0][-1] == "sandbox"
+    assert client.include_refresh_token_hard_expires_in is True
+
+
+def test_malformed_discovery_url_is_config_error(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings(QBO_DISCOVERY_URL="http://intuit.example/discovery")
+    with pytest.raises(ConfigError, match="QBO_DISCOVERY_URL"):
+        oauth.auth_client(settings)
