@@ -46,14 +46,42 @@ class PrivacyFilter(logging.Filter):
     """Scrubs registered secrets and patient data from each record's final message."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:
+            # Arguments that do not fit the format: the handler reports that as a logging
+            # error without the arguments; raising here would crash the caller instead.
+            return True
         cleaned = redact(message)
         if cleaned != message:
             record.msg, record.args = cleaned, None
         if record.exc_info and record.exc_info[1] is not None:
             exc_text = logging.Formatter().formatException(record.exc_info)
             record.exc_text = redact(exc_text)
+        elif record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return True
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stderr` is at the time of the record, not at set-up.
+
+    A test runner (or anything else) that swaps stderr must not leave the handler writing
+    to a closed stream.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
 
 
 class RunContext(logging.Filter):
@@ -91,11 +119,16 @@ def setup_logging(logs_dir: Path, *, verbose: bool = False, console: bool = True
         print(f"fourdqbo: cannot write logs to {logs_dir}: {exc.strerror}", file=sys.stderr)
     if console:
         if sys.stderr.isatty():
+            from rich.console import Console
             from rich.logging import RichHandler
 
-            handler: logging.Handler = RichHandler(show_path=False, markup=False)
+            # stderr: rich's default console is stdout, which would mix log lines into
+            # the one JSON document that `--json` prints there.
+            handler: logging.Handler = RichHandler(
+                console=Console(stderr=True), show_path=False, markup=False
+            )
         else:
-            handler = logging.StreamHandler(sys.stderr)
+            handler = _StderrHandler()
             handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
         handler.setLevel(logging.DEBUG if verbose else logging.WARNING)
         handler.addFilter(context)
