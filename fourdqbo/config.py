@@ -70,6 +70,9 @@ class Settings:
     sync_initial_from: datetime | None = None
     sync_overlap_seconds: int = 300
     sync_reopened_action: str = "delete"
+    # How long the sync lock lives without a heartbeat: a crashed run's lock frees itself
+    # after this. The heartbeat extends it every third of it while a run lives.
+    sync_lock_ttl_seconds: float = 300.0
     qbo_item_procedure: str = "Procedure"
     qbo_item_supplies: str = "Supplies Charge"
     qbo_item_anesthesia: str = "Anesthesia Fee"
@@ -175,6 +178,7 @@ class Settings:
                 "SYNC_TIMEZONE",
                 "SYNC_OVERLAP_SECONDS",
                 "SYNC_REOPENED_ACTION",
+                "SYNC_LOCK_TTL_SECONDS",
                 "CUSTOMER_NAME_TEMPLATE",
             ),
             # Optional: SYNC_INITIAL_FROM only matters without a watermark (the sync
@@ -451,6 +455,7 @@ _CONVERTERS: dict[str, Callable[[str], Any]] = {
     "SYNC_INITIAL_FROM": _instant,
     "SYNC_OVERLAP_SECONDS": _non_negative_int,
     "SYNC_REOPENED_ACTION": _choice("delete", "void"),
+    "SYNC_LOCK_TTL_SECONDS": _positive_float,
     "QBO_ITEM_PROCEDURE": _text,
     "QBO_ITEM_SUPPLIES": _text,
     "QBO_ITEM_ANESTHESIA": _text,

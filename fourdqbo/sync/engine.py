@@ -58,7 +58,6 @@ log = logging.getLogger(__name__)
 
 BATCH_LIMIT = 30
 RESOLVE_ROUNDS = 3  # rounds of "write, and look up what is uncertain" before giving up
-LOCK_TTL_SECONDS = 300.0
 
 ITEM_SETTINGS = {
     LineKind.PROCEDURE: ("QBO_ITEM_PROCEDURE", "qbo_item_procedure"),
@@ -129,7 +128,7 @@ class SyncEngine:
     progress: Progress = field(default_factory=SilentProgress)
     stop: threading.Event = field(default_factory=threading.Event)
     now: Callable[[], datetime] = utcnow
-    lock_ttl: float = LOCK_TTL_SECONDS
+    lock_ttl: float | None = None  # default: SYNC_LOCK_TTL_SECONDS
 
     def run(self, options: RunOptions) -> RunReport:
         started = self.now()
@@ -139,7 +138,8 @@ class SyncEngine:
         window_from = self._window_start(options)  # ConfigError before any lock or call
         lock = None
         if not options.dry_run:
-            lock = self.state.acquire_lock(report.run_id, ttl_seconds=self.lock_ttl)
+            ttl = self.lock_ttl or self.settings.sync_lock_ttl_seconds
+            lock = self.state.acquire_lock(report.run_id, ttl_seconds=ttl)
             if lock is None:
                 holder = self.state.lock_holder()
                 who = f" by {holder.host} pid {holder.pid}" if holder else ""
