@@ -241,7 +241,13 @@ class StateStore(ABC):
 
     @abstractmethod
     def break_lock(self) -> LockInfo | None:
-        """Remove whatever lock is there (`sync unlock`); returns what was removed."""
+        """Remove whatever lock is there (`sync unlock`); returns what it found, None if none.
+
+        Redis deletes the key (the old owner's handle can no longer extend or release it and
+        its heartbeat reports `lost`). The file backend removes a dead holder's side file; a
+        live process's OS lock cannot be taken away, so its info is returned and stays in
+        place (`lock_holder()` still reports it: stop that process instead).
+        """
 
     def lock_history(self, limit: int = LOCK_HISTORY_LIMIT) -> list[LockEvent]:
         """The newest `limit` lock events, oldest first (both backends keep the last
