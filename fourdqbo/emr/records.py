@@ -307,6 +307,12 @@ def _plain(value: Any) -> Any:
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
+    if isinstance(value, float | Decimal):
+        # Raw 4D fields are passed through untouched, so they may hold what JSON cannot
+        # write (a NaN/Infinity literal) or an exponent that would print a billion digits.
+        number = Decimal(repr(value)) if isinstance(value, float) else value
+        if not number.is_finite() or abs(number.adjusted()) > 100:
+            return str(value)
     return value
 
 
