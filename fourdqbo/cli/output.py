@@ -15,6 +15,7 @@ from typing import Any
 
 from fourdqbo import jsonio
 from fourdqbo.errors import ConfigError
+from fourdqbo.money import cents
 from fourdqbo.timefmt import iso_z, parse_cli_date, parse_cli_datetime
 
 
@@ -38,7 +39,9 @@ def cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, Decimal):
-        return f"{value:,.2f}"
+        # Through cents(): format's own rounding is half-even (12.345 -> 12.34) and keeps
+        # "-0.00"; a table must show what the invoice holds.
+        return f"{cents(value):,.2f}" if value.is_finite() else str(value)
     if isinstance(value, datetime):
         return iso_z(value)
     if isinstance(value, date):
@@ -63,12 +66,15 @@ def emit_table(
     if stdout_is_terminal():
         from rich.console import Console
         from rich.table import Table
+        from rich.text import Text
 
-        table = Table(title=title, header_style="bold")
+        # Text, not str: values come from 4D and QBO, and "[...]" in them is data, not
+        # rich markup (an unbalanced "[/x]" would even raise).
+        table = Table(title=None if title is None else Text(title), header_style="bold")
         for col in cols:
-            table.add_column(col.header, justify=col.justify)  # type: ignore[arg-type]
+            table.add_column(Text(col.header), justify=col.justify)  # type: ignore[arg-type]
         for row in text_rows:
-            table.add_row(*row)
+            table.add_row(*(Text(value) for value in row))
         Console().print(table)
         return
     widths = [max(len(c.header), *(len(r[i]) for r in text_rows)) for i, c in enumerate(cols)]
