@@ -367,6 +367,9 @@ def _amount(value: Any, field_name: str, *, allow_negative: bool = False) -> Dec
         return to_decimal(value, field_name, allow_negative=allow_negative)
     except ValueError as exc:
         raise RecordError(str(exc)) from None
+    except ArithmeticError:
+        # decimal.Overflow: JSON such as 1e999999999 parses to a Decimal beyond the context.
+        raise RecordError(f"{field_name} is out of range") from None
 
 
 def _flag(value: Any) -> bool:

@@ -538,3 +538,16 @@ def test_any_json_text_parses_or_raises_record_error(data: Any) -> None:
     for parse in PARSERS:
         with contextlib.suppress(RecordError):
             _money_fields_are_decimal(parse(jsonio.loads(text)))
+
+
+@pytest.mark.parametrize("raw", ["1e999999999", "-1e999999999", "1e-999999999"])
+def test_extreme_exponents_from_json_text_are_record_errors_or_tiny(raw: str) -> None:
+    data = jsonio.loads(f'{{"PriceQuoteNo": 1, "AnesthAmt": {raw}, "Fee": {raw}}}')
+    if raw.startswith("1e-"):
+        assert Quote.parse(data).anesthesia_amount < Decimal("0.01")
+        assert Charge.parse(data).amount < Decimal("0.01")
+        return
+    with pytest.raises(RecordError, match="AnesthAmt"):
+        Quote.parse(data)
+    with pytest.raises(RecordError, match="Amount"):
+        Charge.parse(data)
