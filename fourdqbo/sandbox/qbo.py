@@ -796,6 +796,11 @@ class QboService:
         except QboFault as fault:
             response = self.fault_response(fault)
         response.headers.setdefault("intuit_tid", tid)
+        accept = (request.header("accept") or "").lower()
+        if "application/json" not in accept and isinstance(response.body, dict):
+            # QBO answers XML unless the client asks for JSON.
+            response.body = to_xml(response.body)
+            response.content_type = "application/xml"
         return response
 
     def fault_response(self, fault: QboFault) -> SimResponse:
@@ -1025,3 +1030,33 @@ def batch_size(request: SimRequest) -> int:
         return 1
     items = body.get("BatchItemRequest") if isinstance(body, Mapping) else None
     return len(items) if isinstance(items, list) and items else 1
+
+
+def to_xml(body: Mapping[str, Any]) -> str:
+    """A JSON answer in QBO's default XML dress (`IntuitResponse`)."""
+    parts = ['<?xml version="1.0" encoding="UTF-8" standalone="yes"?>']
+    time_text = body.get("time", "")
+    parts.append(f'<IntuitResponse xmlns="http://schema.intuit.com/finance/v3" time="{time_text}">')
+    for key, value in body.items():
+        if key != "time":
+            _xml_element(key, value, parts)
+    parts.append("</IntuitResponse>")
+    return "".join(parts)
+
+
+def _xml_element(name: str, value: Any, parts: list[str]) -> None:
+    if isinstance(value, list):
+        for entry in value:
+            _xml_element(name, entry, parts)
+        return
+    if isinstance(value, Mapping):
+        parts.append(f"<{name}>")
+        for key, inner in value.items():
+            _xml_element(key, inner, parts)
+        parts.append(f"</{name}>")
+        return
+    if value is None:
+        return
+    text = str(value).lower() if isinstance(value, bool) else str(value)
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    parts.append(f"<{name}>{text}</{name}>")
