@@ -118,6 +118,7 @@ def test_edited_quote_updates_its_invoice(
     sandbox.clock.advance(60)
     sandbox.practice.edit_quote(number)
     code, report = sync()
+    assert code == 1  # the seed's conflict is still open
     outcome = next(q for q in report["quotes"] if q["quote"] == number)
     assert outcome["action"] == "updated"
     after = sandbox.company.invoices_by_doc(number)
@@ -137,6 +138,7 @@ def test_reopened_quote_removes_its_invoice(
     sandbox.clock.advance(60)
     sandbox.practice.set_status(number, 1)
     code, report = sync(SYNC_REOPENED_ACTION=reopened_action)
+    assert code == 1 and report["counts"]["failed"] == 0
     outcome = next(q for q in report["quotes"] if q["quote"] == number)
     remaining = sandbox.company.invoices_by_doc(number)
     if reopened_action == "delete":
@@ -183,6 +185,7 @@ def test_dry_run_writes_nothing_and_keeps_the_watermark(
     sandbox: Sandbox, env: dict[str, str], sync: SyncRun
 ) -> None:
     code, report = sync("--dry-run")
+    assert code == 1  # a dry run reports the conflict it would meet
     assert report["dry_run"] is True
     assert {q["action"] for q in report["quotes"]} >= {"would_create"}
     assert qbo_writes(sandbox) == []
