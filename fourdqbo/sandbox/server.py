@@ -189,8 +189,12 @@ class Sandbox:
         self.limits = limits or QboLimits()
         self.clock = SimClock()
         self.knobs = Knobs(
+            # 4D's gateway always says when to come back (API-NOTES.md); QBO only sometimes.
             fourd=ServiceKnobs(
-                fault_rate=fault_rate, latency_ms=latency_ms, timeout_delay=timeout_delay
+                fault_rate=fault_rate,
+                latency_ms=latency_ms,
+                timeout_delay=timeout_delay,
+                retry_after_share=1.0,
             ),
             qbo=ServiceKnobs(
                 fault_rate=fault_rate, latency_ms=latency_ms, timeout_delay=timeout_delay
@@ -356,29 +360,31 @@ class Sandbox:
         items = batch_size(request) if is_batch else 0
         note: dict[str, Any] = {"batch_items": items}
         if service_name == "qbo" and not self._throttle.enter():
+            response = self._throttled_response(service_name, knobs, 1.0)
             return self._record(
-                request, service_name, arrived, self._throttled_response(knobs, 1.0), "throttled",
-                fault="in_flight", **note,
-            )  # fmt: skip
+                request, service_name, arrived, response, "throttled", fault="in_flight", **note
+            )
         try:
             if knobs.latency_ms > 0:
                 time.sleep(knobs.latency_ms / 1000)
             if service_name == "qbo":
                 cause, wait = self._throttle.admit(items or 1, is_batch)
                 if cause is not None:
-                    response = self._throttled_response(knobs, wait)
+                    response = self._throttled_response(service_name, knobs, wait)
                     return self._record(
                         request, service_name, arrived, response, "throttled", fault=cause,
                         **note,
                     )  # fmt: skip
-            kind = self._pick_fault(knobs, is_write, service_name)
+            kind = self._pick_fault(knobs, is_write)
             if kind == "429":
-                response = self._throttled_response(knobs, 1.0)
+                response = self._throttled_response(service_name, knobs, 1.0)
                 return self._record(
                     request, service_name, arrived, response, "throttled", fault="429", **note
                 )
             if kind in ("500", "503"):
                 response = _server_error(service_name, int(kind))
+                if service_name == "qbo":
+                    response.headers["intuit_tid"] = self.qbo.new_tid()
                 return self._record(
                     request, service_name, arrived, response, "fault", fault=kind, **note
                 )
@@ -397,16 +403,18 @@ class Sandbox:
                 )
                 return SimResponse(response.status, drop=True)
             if kind == "timeout":
-                time.sleep(knobs.timeout_delay)
-                return self._record(
+                # Logged first: the answer comes after the client has given up.
+                self._record(
                     request, service_name, arrived, response, "timeout", fault=kind, **note
                 )
+                time.sleep(knobs.timeout_delay)
+                return response
             return self._record(request, service_name, arrived, response, "ok", **note)
         finally:
             if service_name == "qbo":
                 self._throttle.leave()
 
-    def _pick_fault(self, knobs: ServiceKnobs, is_write: bool, service: str) -> str | None:
+    def _pick_fault(self, knobs: ServiceKnobs, is_write: bool) -> str | None:
         with self._rng_lock:
             if knobs.scripted:
                 kind, writes_only = knobs.scripted[0]
@@ -421,10 +429,22 @@ class Sandbox:
             kinds = sorted(weights)
             return self._rng.choices(kinds, weights=[weights[k] for k in kinds])[0]
 
-    def _throttled_response(self, knobs: ServiceKnobs, wait: float) -> SimResponse:
+    def _throttled_response(self, service: str, knobs: ServiceKnobs, wait: float) -> SimResponse:
         with self._rng_lock:
             self._throttled += 1
             with_retry_after = self._rng.random() < knobs.retry_after_share
+        seconds = max(1, math.ceil(wait))
+        headers: dict[str, str] = {}
+        if with_retry_after:
+            headers["Retry-After"] = str(seconds)
+        if service != "qbo":
+            # 4D's API gateway (Azure API Management style).
+            body: dict[str, Any] = {
+                "statusCode": 429,
+                "message": f"Rate limit is exceeded. Try again in {seconds} seconds.",
+            }
+            return SimResponse(429, body, headers=headers)
+        headers["intuit_tid"] = self.qbo.new_tid()
         body = {
             "Fault": {
                 "Error": [
@@ -438,9 +458,6 @@ class Sandbox:
             },
             "time": self.company.response_time(),
         }
-        headers = {"intuit_tid": self.qbo.new_tid()}
-        if with_retry_after:
-            headers["Retry-After"] = str(max(1, math.ceil(wait)))
         return SimResponse(429, body, headers=headers)
 
     def _unauthorized(self, service: str) -> SimResponse:

@@ -145,10 +145,16 @@ def test_injected_server_errors_look_like_the_real_ones(sandbox: Sandbox, qbo: Q
     assert [r.outcome for r in sandbox.requests[-2:]] == ["fault", "fault"]
 
 
-def test_faults_hit_4d_too(sandbox: Sandbox) -> None:
-    sandbox.inject("fourd", "429")
-    response = httpx.get(f"{sandbox.fourd_base_url}/patients/1001", headers=FOURD_HEADERS)
-    assert response.status_code == 429
+def test_faults_hit_4d_too_and_its_429s_say_when_to_retry(sandbox: Sandbox) -> None:
+    sandbox.inject("fourd", "429", times=5)
+    sandbox.inject("fourd", "500")
+    with httpx.Client(headers=FOURD_HEADERS) as client:
+        throttled = [client.get(f"{sandbox.fourd_base_url}/patients/1001") for _ in range(5)]
+        failed = client.get(f"{sandbox.fourd_base_url}/patients/1001")
+        fine = client.get(f"{sandbox.fourd_base_url}/patients/1001")
+    assert all(r.status_code == 429 and int(r.headers["retry-after"]) >= 1 for r in throttled)
+    assert failed.status_code == 500
+    assert fine.status_code == 200
 
 
 def outcomes(seed: int) -> list[int]:
