@@ -77,6 +77,8 @@ LIST_KEYS = (
 # Generic wrappers a single record might arrive in (domain keys such as "Procedures" excluded).
 ENVELOPE_KEYS = ("Data", "data", "Items", "items", "Result", "result", "Value", "value")
 RECORD_KEYS = ("PriceQuoteNo", "Id", "PatientId", "id")
+TOTAL_KEYS = ("TotalCount", "totalCount", "Total", "total", "TotalRecords", "totalRecords")
+MAX_PAGES = 100  # a search that needs more pages than this is not an operator's search
 MESSAGE_KEYS = ("message", "Message", "error_description", "error", "Error", "detail", "title")
 MAX_MESSAGE = 160
 # 502/503/504 say 4D (or its gateway) is down as a whole, not that one quote is bad.
@@ -198,14 +200,27 @@ class FourDClient:
             params["dob"] = dob.isoformat()
         # The search terms are patient data too: scrub them from any error or log line.
         register_sensitive(*params.values())
-        document = self._get("patients", params=params, what="patients")
-        patients = [
-            self._parse(Patient.parse, item, f"patient #{i + 1} of the search")
-            for i, item in enumerate(_items(document, "patients"))
-        ]
-        for patient in patients:
-            _register_patient(patient)
-        log.debug("4d: patient search found %d", len(patients))
+        patients: list[Patient] = []
+        seen: set[str] = set()
+        page = 1
+        while True:
+            # The page shape is not documented: follow `page=` only while the answer says
+            # there are more (a total count) and each page brings patients not seen yet.
+            query = params if page == 1 else {**params, "page": str(page)}
+            document = self._get("patients", params=query, what="patients")
+            fresh: list[Patient] = []
+            for i, item in enumerate(_items(document, "patients")):
+                patient = self._parse(Patient.parse, item, f"patient #{i + 1} of the search")
+                _register_patient(patient)
+                if patient.id not in seen:
+                    seen.add(patient.id)
+                    fresh.append(patient)
+            patients.extend(fresh)
+            total = _total_count(document)
+            if total is None or not fresh or len(patients) >= total or page >= MAX_PAGES:
+                break
+            page += 1
+        log.debug("4d: patient search found %d in %d page(s)", len(patients), page)
         return patients
 
     # -- appointments and charges ------------------------------------------------------
@@ -422,6 +437,17 @@ def _items(document: Any, what: str) -> list[Any]:
             log.info("4d: %s answer holds its list under an unexpected key", what)
             return lists[0]
     raise MalformedPayload(f"4D sent an answer for {what} that holds no list", service=SERVICE)
+
+
+def _total_count(document: Any) -> int | None:
+    """The total number of matches a paged answer announces, if it announces one."""
+    if not isinstance(document, Mapping):
+        return None
+    for key in TOTAL_KEYS:
+        value = document.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+    return None
 
 
 def _single(document: Any) -> Any:

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,6 +28,7 @@ from fourdqbo.errors import (
 )
 from fourdqbo.http import RequestCounter, RetryPolicy
 from fourdqbo.log import REDACTED, redact
+from fourdqbo.sandbox import Sandbox
 from fourdqbo.sandbox.base import LoopbackServer, SimRequest, SimResponse
 
 BASE = "https://fourd.test/api/public"
@@ -799,3 +801,72 @@ def test_against_a_loopback_server(make_settings: Callable[..., Settings]) -> No
 
 def test_errors_are_fourdqbo_errors() -> None:
     assert issubclass(NotFound, UpstreamError) and issubclass(NotFound, FourdqboError)
+
+
+# --- patient search paging ------------------------------------------------------------------
+
+
+def _page(ids: list[int], total: int | None) -> httpx.Response:
+    body: dict[str, Any] = {"Items": [{"Id": i, "Name": f"Patient Number{i}"} for i in ids]}
+    if total is not None:
+        body["TotalCount"] = total
+    return json_response(jsonio.dumps(body))
+
+
+def test_patient_search_follows_pages_while_the_total_says_more(
+    fourd: respx.MockRouter, client: FourDClient
+) -> None:
+    route = fourd.get("/patients").mock(
+        side_effect=[_page([1, 2], 5), _page([3, 4], 5), _page([5], 5)]
+    )
+    patients = client.search_patients(last_name="Number")
+    assert [p.id for p in patients] == ["1", "2", "3", "4", "5"]
+    pages = [call.request.url.params.get("page") for call in route.calls]
+    assert pages == [None, "2", "3"]
+    assert all(call.request.url.params["lastname"] == "Number" for call in route.calls)
+
+
+def test_patient_search_stops_when_a_page_brings_nothing_new(
+    fourd: respx.MockRouter, client: FourDClient
+) -> None:
+    # A server that ignores `page` answers the same page again: stop, don't loop.
+    route = fourd.get("/patients").mock(side_effect=lambda r: _page([1, 2], 10))
+    assert [p.id for p in client.search_patients(last_name="Number")] == ["1", "2"]
+    assert route.call_count == 2
+
+
+def test_patient_search_without_a_total_reads_one_page(
+    fourd: respx.MockRouter, client: FourDClient
+) -> None:
+    route = fourd.get("/patients").mock(return_value=_page([1, 2], None))
+    assert len(client.search_patients(last_name="Number")) == 2
+    assert route.call_count == 1
+
+
+# --- the project's own 4D simulator ----------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_against_the_sandbox_4d(
+    sandbox: Sandbox, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    env = sandbox.env(tmp_path / "data")
+    settings = make_settings(**{k: v for k, v in env.items() if k.startswith("FOURD_")})
+    with FourDClient(settings) as client:
+        summaries = client.list_quotes(datetime(2000, 1, 1, tzinfo=UTC))
+        assert summaries
+        numbers = [s.number for s in summaries]
+        quotes = client.get_quotes([*numbers, "999999"])
+        patient = client.get_patient(summaries[0].patient_id or "")
+        found = client.search_patients(last_name=patient.last_name)
+        first_day = min(q.date for q in quotes.values() if isinstance(q, Quote) and q.date)
+        charges = client.list_charges(first_day.date(), date(2100, 1, 1))
+        assert client.request_count >= len(numbers) + 4
+    assert all(isinstance(quotes[n], Quote) for n in numbers)
+    assert isinstance(quotes["999999"], NotFound)
+    assert patient.id in [p.id for p in found]
+    assert charges and all(isinstance(c.amount, Decimal) for c in charges)
+    by_number = {n: q for n, q in quotes.items() if isinstance(q, Quote)}
+    for summary in summaries:
+        assert by_number[summary.number].version == summary.version
+        assert redact(summary.patient_name or "xyz") in (REDACTED, "xyz")
