@@ -17,7 +17,6 @@ import typer
 from fourdqbo.cli.context import settings_of
 from fourdqbo.cli.output import emit_json, emit_pairs, info
 from fourdqbo.config import Settings, is_loopback
-from fourdqbo.qbo import oauth
 from fourdqbo.qbo.tokens import Token, TokenStore
 from fourdqbo.timefmt import iso_z, utcnow
 
@@ -29,8 +28,13 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
+# fourdqbo.qbo.oauth (intuit-oauth, requests) is imported inside the commands that use it,
+# so `fourdqbo --help` and the other commands start without it. Its CALLBACK_TIMEOUT_SECONDS
+# is repeated here for the same reason (tests/test_startup.py keeps the two equal).
+CALLBACK_TIMEOUT_SECONDS = 300.0
+
 _TIMEOUT = typer.Option(
-    oauth.CALLBACK_TIMEOUT_SECONDS,
+    CALLBACK_TIMEOUT_SECONDS,
     "--timeout",
     min=1,
     help="Seconds to wait for the browser to come back.",
@@ -54,6 +58,8 @@ def login(
 
     Example: fourdqbo auth login --no-browser
     """
+    from fourdqbo.qbo import oauth
+
     settings = settings_of(ctx)
     settings.require_oauth()
     settings.require("DATA_DIR")
@@ -78,6 +84,8 @@ def url(ctx: typer.Context) -> None:
 
     Example: fourdqbo auth url
     """
+    from fourdqbo.qbo import oauth
+
     settings = settings_of(ctx)
     settings.require_oauth()
     settings.require("DATA_DIR")
@@ -99,6 +107,8 @@ def callback(ctx: typer.Context, timeout: float = _TIMEOUT) -> None:
 
     Example: fourdqbo auth callback --timeout 600
     """
+    from fourdqbo.qbo import oauth
+
     settings = settings_of(ctx)
     settings.require_oauth()
     settings.require("DATA_DIR")
@@ -127,6 +137,8 @@ def exchange(
 
     Example: fourdqbo auth exchange 'http://localhost:8725/callback?code=…&state=…&realmId=…'
     """
+    from fourdqbo.qbo import oauth
+
     settings = settings_of(ctx)
     settings.require_oauth()
     settings.require("DATA_DIR")
@@ -212,6 +224,8 @@ def revoke(ctx: typer.Context) -> None:
 
     Example: fourdqbo auth revoke
     """
+    from fourdqbo.qbo import oauth
+
     settings = settings_of(ctx)
     settings.require_oauth()
     realm = TokenStore(settings).load().realm_id

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -24,10 +24,12 @@ from fourdqbo.cli.output import (
     emit_pairs,
     emit_table,
 )
-from fourdqbo.emr.client import FourDClient
 from fourdqbo.emr.records import Patient, Quote, RecordError, quote_number, record_document
 from fourdqbo.errors import ConfigError
 from fourdqbo.timefmt import iso_z
+
+if TYPE_CHECKING:  # the client (httpx) is imported only by the commands that call 4D
+    from fourdqbo.emr.client import FourDClient
 
 app = typer.Typer(
     help="Read from the 4D EMR: price quotes, patients, appointments, charges.\n\n"
@@ -63,6 +65,8 @@ _PATIENT_KEYS = frozenset(
 
 
 def _client(ctx: typer.Context) -> FourDClient:
+    from fourdqbo.emr.client import FourDClient
+
     return FourDClient(settings_of(ctx))
 
 
