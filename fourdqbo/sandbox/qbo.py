@@ -193,6 +193,9 @@ class Company:
         self._store: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in ENTITIES}
         self._next_id = {"Invoice": 130, "Customer": 58, "Item": 1, "Estimate": 100}
         self._paid: dict[str, Decimal] = {}
+        # (entity, DocNumber) -> Ids: the duplicate check must stay cheap with thousands.
+        self._docs: dict[tuple[str, str], set[str]] = {}
+        self._balances_stale = False  # an invoice changed since balances were summed
         self._payment_ids = 500
         self.deleted: list[dict[str, Any]] = []  # deleted entities, for tests
         self.company_name = "Sandbox Surgical Arts"
@@ -215,6 +218,8 @@ class Company:
 
     def _list(self, entity: str) -> list[dict[str, Any]]:
         with self.lock:
+            if entity == "Customer":
+                self._refresh_balances()
             rows = list(self._store[entity].values())
             return copy.deepcopy(sorted(rows, key=lambda e: int(e["Id"])))
 
@@ -234,6 +239,7 @@ class Company:
 
     def customer(self, ident: str) -> dict[str, Any] | None:
         with self.lock:
+            self._refresh_balances()
             found = self._store["Customer"].get(str(ident))
             return copy.deepcopy(found) if found else None
 
@@ -269,7 +275,6 @@ class Company:
             )
             invoice["Balance"] = cents(invoice["TotalAmt"] - self._paid[invoice["Id"]])
             self._touch(invoice)
-            self._refresh_customer_balance(invoice["CustomerRef"]["value"])
             return copy.deepcopy(invoice)
 
     def set_customer_active(self, customer_id: str, active: bool) -> dict[str, Any]:
@@ -298,6 +303,8 @@ class Company:
 
     def read(self, entity: str, ident: str) -> dict[str, Any]:
         with self.lock:
+            if entity == "Customer":
+                self._refresh_balances()
             found = self._store[entity].get(str(ident))
             if found is None:
                 raise not_found(entity, ident)
@@ -310,6 +317,8 @@ class Company:
         except qbo_query.QueryError as exc:
             raise QboFault(exc.code, exc.message, exc.detail) from None
         with self.lock:
+            if parsed.entity == "Customer":
+                self._refresh_balances()
             if parsed.entity == "CompanyInfo":
                 objects = [self.company_info()]
             else:
@@ -360,8 +369,8 @@ class Company:
             if entity == "Invoice":
                 stored["Balance"] = stored["TotalAmt"]
             self._store[entity][ident] = stored
-            if entity == "Invoice":
-                self._refresh_customer_balance(stored["CustomerRef"]["value"])
+            self._index_doc(entity, stored)
+            self._balances_stale = True
             return copy.deepcopy(stored)
 
     def update(self, entity: str, body: Any) -> dict[str, Any]:
@@ -396,10 +405,9 @@ class Company:
                 paid = self._paid.get(current["Id"], Decimal("0"))
                 stored["Balance"] = cents(stored["TotalAmt"] - paid)
             self._touch(stored)
+            self._unindex_doc(entity, current)
             self._store[entity][current["Id"]] = stored
-            if entity == "Invoice":
-                self._refresh_customer_balance(current["CustomerRef"]["value"])
-                self._refresh_customer_balance(stored["CustomerRef"]["value"])
+            self._index_doc(entity, stored)
             return copy.deepcopy(stored)
 
     def delete(self, entity: str, body: Any) -> dict[str, Any]:
@@ -409,10 +417,10 @@ class Company:
         with self.lock:
             current = self._current(entity, body)
             del self._store[entity][current["Id"]]
+            self._unindex_doc(entity, current)
+            self._balances_stale = True
             self._paid.pop(current["Id"], None)
             self.deleted.append(copy.deepcopy(current))
-            if entity == "Invoice":
-                self._refresh_customer_balance(current["CustomerRef"]["value"])
             return {"status": "Deleted", "domain": "QBO", "Id": current["Id"]}
 
     def void(self, entity: str, body: Any) -> dict[str, Any]:
@@ -431,7 +439,6 @@ class Company:
             current["PrivateNote"] = "Voided"
             self._paid.pop(current["Id"], None)
             self._touch(current)
-            self._refresh_customer_balance(current["CustomerRef"]["value"])
             return copy.deepcopy(current)
 
     # -- rules -----------------------------------------------------------------------------
@@ -451,23 +458,31 @@ class Company:
         return current
 
     def _touch(self, stored: dict[str, Any]) -> None:
+        self._balances_stale = True
         stored["SyncToken"] = str(int(stored["SyncToken"]) + 1)
         stored["MetaData"]["LastUpdatedTime"] = self.stamp()
 
-    def _refresh_customer_balance(self, customer_id: str) -> None:
-        customer = self._store["Customer"].get(str(customer_id))
-        if customer is None:
+    def _index_doc(self, entity: str, stored: Mapping[str, Any]) -> None:
+        if stored.get("DocNumber"):
+            self._docs.setdefault((entity, stored["DocNumber"]), set()).add(stored["Id"])
+
+    def _unindex_doc(self, entity: str, stored: Mapping[str, Any]) -> None:
+        if stored.get("DocNumber"):
+            self._docs.get((entity, stored["DocNumber"]), set()).discard(stored["Id"])
+
+    def _refresh_balances(self) -> None:
+        """Customer balances = open invoice balances, recomputed in one pass when read."""
+        if not self._balances_stale:
             return
-        balance = sum(
-            (
-                invoice["Balance"]
-                for invoice in self._store["Invoice"].values()
-                if invoice["CustomerRef"]["value"] == customer["Id"]
-            ),
-            Decimal("0.00"),
-        )
-        customer["Balance"] = balance
-        customer["BalanceWithJobs"] = balance
+        self._balances_stale = False
+        totals: dict[str, Decimal] = {}
+        for invoice in self._store["Invoice"].values():
+            key = invoice["CustomerRef"]["value"]
+            totals[key] = totals.get(key, Decimal("0.00")) + invoice["Balance"]
+        for customer in self._store["Customer"].values():
+            balance = totals.get(customer["Id"], Decimal("0.00"))
+            customer["Balance"] = balance
+            customer["BalanceWithJobs"] = balance
 
     def _build_transaction(
         self, entity: str, body: Mapping[str, Any], current: Mapping[str, Any] | None
@@ -483,10 +498,9 @@ class Company:
             if len(doc_number) > DOC_NUMBER_MAX:
                 raise length_fault("DocNumber", DOC_NUMBER_MAX, len(doc_number))
             if self.settings.duplicate_doc_number_check and doc_number:
-                for other in self._store[entity].values():
-                    if other.get("DocNumber") == doc_number and (
-                        current is None or other["Id"] != current["Id"]
-                    ):
+                for other_id in sorted(self._docs.get((entity, doc_number), ())):
+                    other = self._store[entity][other_id]
+                    if current is None or other["Id"] != current["Id"]:
                         raise QboFault(
                             "6140",
                             "Duplicate Document Number Error",

@@ -423,13 +423,15 @@ def raw_value(obj: Mapping[str, Any], name: str) -> Any:
     """The value of a (possibly dotted) property; a Ref compares on its `value`."""
     value: Any = obj
     for part in name.split("."):
-        if not isinstance(value, Mapping):
+        # Stored entities are plain dicts (a cheap check: queries scan every entity).
+        if not isinstance(value, dict):
             return None
         value = value.get(part)
-    if isinstance(value, Mapping) and "value" in value:
-        value = value["value"]
-    if isinstance(value, Mapping) and "Address" in value:  # PrimaryEmailAddr
-        value = value["Address"]
+    if isinstance(value, dict):
+        if "value" in value:
+            value = value["value"]
+        elif "Address" in value:  # PrimaryEmailAddr
+            value = value["Address"]
     return value
 
 
@@ -475,6 +477,8 @@ def _predicate(
             and pattern.fullmatch(raw_value(obj, name)) is not None
         )
 
+    wanted = set(literals)
+
     def compare(obj: Mapping[str, Any]) -> bool:
         raw = raw_value(obj, name)
         if raw is None:
@@ -483,7 +487,7 @@ def _predicate(
         if value is None:
             return False
         if condition.op in ("=", "IN"):
-            return any(value == literal for literal in literals)
+            return value in wanted
         literal = literals[0]
         try:
             if condition.op == "<":

@@ -344,6 +344,8 @@ def test_apply_payment_lowers_balance(sandbox: Sandbox, qbo: QboCaller) -> None:
     assert paid["Balance"] == Decimal("7600.00")
     assert paid["TotalAmt"] == Decimal("7657.13")
     assert paid["SyncToken"] == "1"
+    customer = sandbox.company.customer(invoice["CustomerRef"]["value"])
+    assert customer["Balance"] == Decimal("7600.00")
 
 
 def test_wrong_realm_is_refused(sandbox: Sandbox, qbo: QboCaller) -> None:
