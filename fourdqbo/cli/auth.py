@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import stat
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import typer
@@ -17,8 +17,10 @@ import typer
 from fourdqbo.cli.context import settings_of
 from fourdqbo.cli.output import emit_json, emit_pairs, info
 from fourdqbo.config import Settings, is_loopback
-from fourdqbo.qbo.tokens import Token, TokenStore
 from fourdqbo.timefmt import iso_z, utcnow
+
+if TYPE_CHECKING:  # the token store is imported by the commands that use it (start-up cost)
+    from fourdqbo.qbo.tokens import Token, TokenStore
 
 REFRESH_WARNING = timedelta(days=30)
 
@@ -160,6 +162,8 @@ def status(
     """
     settings = settings_of(ctx)
     settings.require("QBO_TOKEN_FILE")
+    from fourdqbo.qbo.tokens import TokenStore
+
     store = TokenStore(settings)
     token = store.load()
     now = utcnow()
@@ -209,6 +213,8 @@ def refresh(ctx: typer.Context) -> None:
     """
     settings = settings_of(ctx)
     settings.require_oauth()
+    from fourdqbo.qbo.tokens import TokenStore
+
     token = TokenStore(settings).refresh()
     info(
         f"refreshed the QBO token for realm {token.realm_id}: access token valid until "
@@ -228,6 +234,8 @@ def revoke(ctx: typer.Context) -> None:
 
     settings = settings_of(ctx)
     settings.require_oauth()
+    from fourdqbo.qbo.tokens import TokenStore
+
     realm = TokenStore(settings).load().realm_id
     if oauth.revoke(settings):
         info(f"revoked the QBO authorisation for realm {realm}; removed {settings.qbo_token_file}")
