@@ -381,6 +381,9 @@ class FourDClient:
         try:
             return parse(data)
         except RecordError as exc:
+            if isinstance(data, Mapping):
+                # Unusable, but still patient data: keep its names out of any later log line.
+                register_sensitive(*_patient_values(data))
             raise MalformedPayload(f"4D sent a malformed {what}: {exc}", service=SERVICE) from None
 
     def _short_message(self, response: httpx.Response) -> str:

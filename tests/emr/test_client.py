@@ -870,3 +870,14 @@ def test_against_the_sandbox_4d(
     for summary in summaries:
         assert by_number[summary.number].version == summary.version
         assert redact(summary.patient_name or "xyz") in (REDACTED, "xyz")
+
+
+def test_names_in_a_malformed_quote_are_still_registered(
+    fourd: respx.MockRouter, client: FourDClient
+) -> None:
+    fourd.get("/quotes").mock(
+        return_value=json_response(quote_json(patient="Evangeline Throckmorton", AnesthAmt="x"))
+    )
+    with pytest.raises(MalformedPayload):
+        client.get_quote("10023")
+    assert redact("Evangeline Throckmorton") == REDACTED
