@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import sys
 import threading
 import time
 from collections import deque
@@ -161,6 +162,16 @@ class _SandboxServer(LoopbackServer):
             {FOURD_MOUNT: sandbox.fourd, QBO_MOUNT: sandbox.qbo, OAUTH_MOUNT: sandbox.oauth},
             port=port,
         )
+
+        default_handle_error = self._server.handle_error
+
+        def handle_error(request: Any, client_address: Any) -> None:
+            # A client that gave up (timeout) closes its end before the late answer: quiet.
+            error = sys.exc_info()[1]
+            if not isinstance(error, ConnectionError):
+                default_handle_error(request, client_address)
+
+        self._server.handle_error = handle_error  # type: ignore[method-assign]
 
     def route(self, request: SimRequest) -> SimResponse:
         return self.sandbox._route(request)
@@ -338,6 +349,11 @@ class Sandbox:
     def throttled_count(self) -> int:
         """How many 429s the sandbox has sent (throttle and injected)."""
         return self._throttled
+
+    def set_limits(self, limits: QboLimits) -> None:
+        """Change QBO's throttle while running (the current window's counts are kept)."""
+        self.limits = limits
+        self._throttle.limits = limits
 
     def inject(self, service: str, kind: str, *, times: int = 1, writes_only: bool = False) -> None:
         """Make the next `times` requests to `service` (or its next writes) meet `kind`."""

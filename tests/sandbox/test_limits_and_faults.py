@@ -191,3 +191,11 @@ def test_request_log_records_service_path_and_batch_size(sandbox: Sandbox, qbo: 
     assert (qbo_record.service, qbo_record.batch_items, qbo_record.outcome) == ("qbo", 4, "ok")
     assert qbo_record.path == f"v3/company/{sandbox.realm_id}/batch"
     assert qbo_record.intuit_tid
+
+
+def test_limits_can_change_while_running(tight: Sandbox, tight_qbo: QboCaller) -> None:
+    for _ in range(5):
+        assert tight_qbo.query("SELECT * FROM Item").status_code == 200
+    assert tight_qbo.query("SELECT * FROM Item").status_code == 429
+    tight.set_limits(QboLimits(requests_per_window=100, window_seconds=1))
+    assert tight_qbo.query("SELECT * FROM Item").status_code == 200
