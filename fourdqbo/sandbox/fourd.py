@@ -180,8 +180,11 @@ class Practice:
         return self.patient(self.quote(number).patient_id)
 
     def oldest_modified(self) -> datetime:
+        """The earliest last-modified time of any quote (now, when there are none)."""
         with self.lock:
-            return min(q.modified_at for q in self.quotes_by_number.values())
+            return min(
+                (q.modified_at for q in self.quotes_by_number.values()), default=self.clock.now()
+            )
 
     # -- changing (what happens in 4D between two sync runs) -----------------------------
 
