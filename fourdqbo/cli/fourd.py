@@ -26,6 +26,7 @@ from fourdqbo.cli.output import (
 )
 from fourdqbo.emr.records import Patient, Quote, RecordError, quote_number, record_document
 from fourdqbo.errors import ConfigError
+from fourdqbo.money import cents
 from fourdqbo.timefmt import iso_z
 
 if TYPE_CHECKING:  # the client (httpx) is imported only by the commands that call 4D
@@ -242,63 +243,58 @@ def list_charges(
 
 
 def quote_lines(quote: Quote) -> list[tuple[Any, ...]]:
-    """The quote's lines as table rows: procedures, supplies, anesthesia, facility."""
+    """The quote's lines as table rows: procedures, supplies, anesthesia, facility.
+
+    Amounts are shown rounded half-up to cents, as an invoice would carry them; quantity
+    and unit cost keep all their digits (a unit cost of 19.995 is not 20.00).
+    """
     rows: list[tuple[Any, ...]] = []
     for procedure in quote.procedures:
+        net = cents(procedure.amount - procedure.discount)
         rows.append(
             (
                 "procedure",
                 procedure.name,
                 None,
                 None,
-                procedure.amount,
-                procedure.discount,
-                procedure.amount - procedure.discount,
+                cents(procedure.amount),
+                cents(procedure.discount),
+                net,
                 True,
             )
         )
     for supply in quote.supplies:
-        amount = supply.quantity * supply.unit_cost
+        amount = cents(supply.quantity * supply.unit_cost)
         rows.append(
             (
                 "supply",
                 supply.title,
-                supply.quantity,
-                supply.unit_cost,
+                _digits(supply.quantity),
+                _digits(supply.unit_cost, places=2),
                 amount,
                 None,
                 amount,
                 supply.show_on_quote,
             )
         )
-    if quote.anesthesia_amount:
-        group = quote.anesthesia_group.name if quote.anesthesia_group else None
-        rows.append(
-            (
-                "anesthesia",
-                group or "",
-                None,
-                None,
-                quote.anesthesia_amount,
-                None,
-                quote.anesthesia_amount,
-                True,
+    group = quote.anesthesia_group.name if quote.anesthesia_group else None
+    fees = [
+        ("anesthesia", group, quote.anesthesia_amount),
+        ("facility", None, quote.facility_amount),
+    ]
+    for kind, description, amount in fees:
+        if amount:
+            rows.append(
+                (kind, description or "", None, None, cents(amount), None, cents(amount), True)
             )
-        )
-    if quote.facility_amount:
-        rows.append(
-            (
-                "facility",
-                "",
-                None,
-                None,
-                quote.facility_amount,
-                None,
-                quote.facility_amount,
-                True,
-            )
-        )
     return rows
+
+
+def _digits(value: Decimal, *, places: int = 0) -> str:
+    """A number with every digit it has (up to 8 decimals), and at least `places` decimals."""
+    exponent = value.normalize().as_tuple().exponent
+    shown = min(max(places, -exponent if isinstance(exponent, int) else 0), 8)
+    return f"{value:,.{shown}f}"
 
 
 def _quote_header(quote: Quote) -> list[tuple[str, Any]]:

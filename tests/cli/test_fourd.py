@@ -218,7 +218,8 @@ def test_get_quote_table_shows_header_lines_and_total(
     hidden = next(line for line in lines if "Hidden gauze" in line)
     assert hidden.rstrip().endswith("no")
     splint = next(line for line in lines if "Splint" in line)
-    assert "39.99" in splint and splint.rstrip().endswith("yes")
+    assert splint.split()[1:5] == ["Splint", "2", "19.995", "39.99"]  # unit cost exact
+    assert splint.rstrip().endswith("yes")
     assert any(line.startswith("anesthesia") and "Bay Anesthesia" in line for line in lines)
     assert any(line.startswith("facility") and "1,250.50" in line for line in lines)
 
@@ -385,3 +386,26 @@ def test_legacy_4d_names_from_dotenv_in_the_working_directory(
         "legacy-secret",
         "legacy-key",
     )
+
+
+def test_quote_lines_round_half_up_to_cents_and_keep_unit_cost_digits() -> None:
+    from decimal import Decimal
+
+    from fourdqbo.cli.fourd import quote_lines
+    from fourdqbo.emr.records import Quote
+
+    quote = Quote.parse(
+        {
+            "PriceQuoteNo": 1,
+            "Procedures": [{"ProcedureName": "P", "Amount": "0.125", "DiscountAmount": None}],
+            "Supplies": [{"ItemTitle": "S", "Quantity": "3", "UnitCost": "0.335"}],
+            "AnesthAmt": 0,
+            "FacilityAmt": "0.005",
+        }
+    )
+    rows = quote_lines(quote)
+    assert rows[0][4:7] == (Decimal("0.13"), Decimal("0.00"), Decimal("0.13"))
+    assert rows[1][2:7] == ("3", "0.335", Decimal("1.01"), None, Decimal("1.01"))
+    assert rows[1][7] is False
+    assert [row[0] for row in rows] == ["procedure", "supply", "facility"]  # no zero anesthesia
+    assert rows[2][6] == Decimal("0.01")
