@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ from typer.testing import CliRunner
 
 from fourdqbo import jsonio
 from fourdqbo.cli.app import app
+from fourdqbo.cli.fourd import quote_lines
+from fourdqbo.emr.records import Quote
 from tests.fixtures.settings import FOURD_TEST_ENV
 
 BASE = FOURD_TEST_ENV["FOURD_BASE_URL"]
@@ -389,11 +392,6 @@ def test_legacy_4d_names_from_dotenv_in_the_working_directory(
 
 
 def test_quote_lines_round_half_up_to_cents_and_keep_unit_cost_digits() -> None:
-    from decimal import Decimal
-
-    from fourdqbo.cli.fourd import quote_lines
-    from fourdqbo.emr.records import Quote
-
     quote = Quote.parse(
         {
             "PriceQuoteNo": 1,
