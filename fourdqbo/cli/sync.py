@@ -364,16 +364,38 @@ def unlock(
 
     Example: fourdqbo sync unlock --yes
     """
+    from fourdqbo.errors import StateStoreError
+
     settings = settings_of(ctx)
     with connect(settings, clients=False) as conn:
-        holder = conn.state.lock_holder()
-        if holder is None:
+        try:
+            holder = conn.state.lock_holder()
+        except StateStoreError as exc:
+            # An unreadable lock record: removing it is exactly what unlock is for (a
+            # store that stopped answering fails again, with its own message, below).
+            info(str(exc))
+            holder = None
+            unreadable = True
+        else:
+            unreadable = False
+        if holder is None and not unreadable:
             info("the lock is free; nothing to do")
             return
-        info(f"lock held by {holder.host} pid {holder.pid} since {holder.since:%Y-%m-%d %H:%M:%SZ}")
+        if holder is not None:
+            info(
+                f"lock held by {holder.host} pid {holder.pid} "
+                f"since {holder.since:%Y-%m-%d %H:%M:%SZ}"
+            )
         if not yes and not typer.confirm("Release it? Only do this if that run is dead"):
             raise typer.Exit(1)
         conn.state.break_lock()
+        still = conn.state.lock_holder()
+        if still is not None and holder is not None and still.token == holder.token:
+            # The file backend's OS lock cannot be taken from a live process.
+            raise LockHeld(
+                f"the lock is still held: its process (pid {holder.pid} on {holder.host}) "
+                "is alive; stop that process to free it"
+            )
         info("lock released")
 
 
