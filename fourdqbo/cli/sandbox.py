@@ -34,14 +34,25 @@ def serve(
 
     Example: fourdqbo sandbox serve --port 8800 --quotes 200 --fault-rate 0.05
     """
+    from fourdqbo.errors import ConfigError
     from fourdqbo.sandbox.server import Sandbox
 
-    sandbox = Sandbox(
-        seed=seed, quotes=quotes, port=port, fault_rate=fault_rate, latency_ms=latency_ms
-    )
-    sandbox.start()
     try:
-        env = sandbox.env(data_dir.resolve())
+        sandbox = Sandbox(
+            seed=seed, quotes=quotes, port=port, fault_rate=fault_rate, latency_ms=latency_ms
+        )
+        sandbox.start()
+    except OSError as exc:  # the port is taken (or not ours to use): a bad --port
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(f"--port: cannot listen on 127.0.0.1:{port} ({reason})") from None
+    try:
+        try:
+            env = sandbox.env(data_dir.resolve())
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise ConfigError(
+                f"--data-dir: cannot write the token file under {data_dir} ({reason})"
+            ) from None
         info(f"sandbox serving at {sandbox.url} (realm {sandbox.realm_id})")
         info(f"  4D EMR   {sandbox.fourd_base_url}")
         info(f"  QBO      {sandbox.qbo_api_base_url}")
