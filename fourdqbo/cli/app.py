@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 import typer
@@ -18,9 +18,23 @@ from fourdqbo.errors import FourdqboError
 class FourdqboGroup(TyperGroup):
     """Turns every expected failure into one line on stderr and its documented exit code."""
 
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as exc:  # a bad option of the root itself
+            _usage_error(exc)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:  # unknown flag, bad value, missing option, ...
+            _usage_error(exc)
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
             raise
         except FourdqboError as exc:
@@ -47,6 +61,16 @@ class FourdqboGroup(TyperGroup):
 def _debug(ctx: click.Context) -> bool:
     obj = ctx.find_root().obj
     return bool(getattr(obj, "debug", False)) or "--debug" in sys.argv
+
+
+def _usage_error(exc: click.UsageError) -> NoReturn:
+    """A usage error as one line and exit 2, like every other expected failure (click and
+    typer would print the usage, a hint and a boxed message: five lines for cron's mail)."""
+    if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: its help was the answer
+        raise exc
+    hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+    _one_line(exc.format_message() + hint)
+    raise click.exceptions.Exit(exc.exit_code) from None
 
 
 def _one_line(message: str) -> None:
