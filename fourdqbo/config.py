@@ -213,6 +213,10 @@ class Settings:
                 text = mask(text)
             elif name == "REDIS_URL":
                 text = mask_url_password(text)
+            elif name == "HEALTHCHECK_URL" and text:
+                # Ping URLs carry their check's secret in the path.
+                parts = urlsplit(text)
+                text = f"{parts.scheme}://{parts.netloc}/***"
             out[name] = text
         return out
 
@@ -284,6 +288,9 @@ def _build(raw: Mapping[str, str]) -> Settings:
         take(name, convert)
     if "QBO_ENVIRONMENT" not in problems and "qbo_api_base_url" not in values:
         values["qbo_api_base_url"] = QBO_API_HOSTS.get(environment, defaults.qbo_api_base_url)
+    if "qbo_token_file" not in values and "data_dir" in values:
+        # The token lives with the rest of the data unless placed elsewhere on purpose.
+        values["qbo_token_file"] = values["data_dir"] / defaults.qbo_token_file.name
     settings = Settings(**values, problems=problems)
     return settings
 

@@ -689,3 +689,21 @@ def test_make_settings_fixture_builds_usable_settings(
     settings = make_settings(QBO_MAX_IN_FLIGHT=3)
     assert settings.qbo_max_in_flight == 3
     settings.require_sync()
+
+
+def test_token_file_follows_data_dir_unless_set() -> None:
+    moved = load_settings({"DATA_DIR": "/srv/fourdqbo/data"}, dotenv_path=None)
+    assert moved.qbo_token_file == Path("/srv/fourdqbo/data/qbo_token.json")
+    pinned = load_settings(
+        {"DATA_DIR": "/srv/data", "QBO_TOKEN_FILE": "/secure/token.json"}, dotenv_path=None
+    )
+    assert pinned.qbo_token_file == Path("/secure/token.json")
+
+
+def test_healthcheck_url_path_is_masked_in_config_show() -> None:
+    settings = load_settings(
+        {"HEALTHCHECK_URL": "https://hc-ping.com/8f1d2c3b-secret-uuid"}, dotenv_path=None
+    )
+    shown = settings.shown()["HEALTHCHECK_URL"]
+    assert shown == "https://hc-ping.com/***"
+    assert "secret" not in shown

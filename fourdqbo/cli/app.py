@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any, NoReturn
 
@@ -54,13 +55,21 @@ class FourdqboGroup(TyperGroup):
         except Exception as exc:
             if _debug(ctx):
                 raise
-            _one_line(f"unexpected error: {type(exc).__name__} (run with --debug for details)")
+            # Under cron nobody can re-run with --debug: keep the traceback in the log file
+            # (scrubbed by the privacy filter like every record).
+            logger = logging.getLogger("fourdqbo")
+            if logger.handlers:  # never Python's last-resort handler, which prints to stderr
+                logger.exception("unexpected error")
+            _one_line(
+                f"unexpected error: {type(exc).__name__} "
+                "(details in the log file; --debug shows them here)"
+            )
             raise click.exceptions.Exit(1) from None
 
 
 def _debug(ctx: click.Context) -> bool:
     obj = ctx.find_root().obj
-    return bool(getattr(obj, "debug", False)) or "--debug" in sys.argv
+    return bool(getattr(obj, "debug", False))
 
 
 def _usage_error(exc: click.UsageError) -> NoReturn:

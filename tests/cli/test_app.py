@@ -213,7 +213,8 @@ def test_unexpected_exception_is_one_line_exit_1(runner: CliRunner) -> None:
     result = runner.invoke(probe, ["fail", "x"])
     assert result.exit_code == 1
     assert result.stderr == (
-        "fourdqbo: unexpected error: ZeroDivisionError (run with --debug for details)\n"
+        "fourdqbo: unexpected error: ZeroDivisionError "
+        "(details in the log file; --debug shows them here)\n"
     )
     assert "Kq9" not in result.output
     assert "Traceback" not in result.output
