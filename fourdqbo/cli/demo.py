@@ -207,12 +207,34 @@ def _show_invoices(settings: Any) -> None:
     )
 
 
+WHY = {
+    "created": "completed in 4D with no invoice yet: one invoice each, equal to the quote",
+    "updated": "edited in 4D (a new version): the unpaid invoice was brought in line",
+    "deleted": "no longer completed in 4D: the unpaid invoice was removed",
+    "voided": "no longer completed in 4D: the unpaid invoice was voided",
+    "conflict": "the invoice differs from the quote but has a payment applied: "
+    "left alone for a person (`fourdqbo sync status` lists it)",
+    "skipped": "the quote has a status fourdqbo does not know: nothing done",
+    "failed": "could not be synced this time: queued, tried first next run",
+}
+
+
 def _explain(first: dict[str, Any], second: dict[str, Any]) -> None:
     _say("7. What happened and why:")
-    lines = []
-    for document in (first, second):
+    for title, document in (("first sync", first), ("second sync", second)):
+        by_action: dict[str, list[str]] = {}
         for q in document["quotes"]:
-            if q["action"] in ("created", "updated", "deleted", "voided", "conflict", "skipped"):
-                lines.append(f"   quote {q['quote']}: {q['action']} - {q['reason'] or q['error']}")
-    print("\n".join(dict.fromkeys(lines)) or "   nothing")
-    print("   Run it again with `fourdqbo sandbox serve` to explore with the other commands.")
+            by_action.setdefault(q["action"], []).append(q["quote"])
+        print(f"   {title}:")
+        for action, why in WHY.items():
+            numbers = by_action.get(action)
+            if numbers:
+                shown = ", ".join(numbers[:8]) + (" ..." if len(numbers) > 8 else "")
+                print(f"     {action} {len(numbers)} ({shown}): {why}")
+        unchanged = len(by_action.get("unchanged", []))
+        if unchanged:
+            print(
+                f"     unchanged {unchanged}: already right in QBO, or not completed and "
+                "never invoiced"
+            )
+    print("   A third run now would write nothing. Explore further with `fourdqbo sandbox serve`.")
