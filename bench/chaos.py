@@ -1,0 +1,1213 @@
+"""Crash, fault and concurrency suite: does the sync keep the books right when things break?
+
+Runs `fourdqbo sync run` the way cron does (a subprocess) against the sandbox (4D + QBO +
+OAuth on loopback) with real Redis, breaks it on purpose, and checks that the books
+converge afterwards. Every figure in docs/reliability.md comes from this script:
+
+    .venv/bin/python bench/chaos.py                 # everything (several minutes)
+    .venv/bin/python bench/chaos.py --only crash    # one part: crash, faults, special,
+                                                    # concurrency
+    make chaos
+
+Scenarios:
+
+- crash: SIGKILL a run at seeded points while it fetches quotes, creates customers and
+  writes invoices (chosen by watching the sandbox's request log); after each kill the
+  lock must free itself within its TTL, the watermark must not pass unprocessed work, and
+  a clean run must converge (`fourdqbo.sandbox.audit`).
+- faults: 10% mixed faults on both services (429 with and without Retry-After, 500, 503,
+  timeouts, dropped connections, writes committed and their answer dropped) over several
+  seeds; runs repeat until one finishes with nothing failed, then the audit.
+- special: 4D answering 401 mid-run, Redis restarted mid-run, the QBO refresh token
+  rotated by another process mid-run.
+- concurrency: 8 runs started together (one works, seven exit 75 within a second), a
+  worker whose heartbeat is held up past half the lock's TTL (SIGSTOP), and one stopped
+  past the TTL (another run takes over; the first must stop with exit 3).
+
+The QBO company is made as unforgiving as a real one can be: its duplicate-DocNumber
+warning is off and it ignores `requestid`, so only fourdqbo's own look-up-before-retry
+stands between a lost answer and a duplicate invoice (`--lenient` turns both back on).
+
+The scenario functions return results with a list of `problems` (empty = pass); the
+pytest versions in tests/chaos/ call them with smaller numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # `python bench/chaos.py` from anywhere
+
+import redis  # noqa: E402
+
+from fourdqbo.config import Settings, load_settings  # noqa: E402
+from fourdqbo.sandbox import Sandbox  # noqa: E402
+from fourdqbo.sandbox.audit import Audit, audit  # noqa: E402
+from fourdqbo.sandbox.server import FAULT_KINDS, QboLimits, RequestRecord  # noqa: E402
+from fourdqbo.state.base import LockEvent  # noqa: E402
+from fourdqbo.state.redis_store import RedisStateStore  # noqa: E402
+
+LOCK_TTL = 3.0  # SYNC_LOCK_TTL_SECONDS of every run here: short, so expiry is quick to see
+HTTP_TIMEOUT = 1.0  # HTTP_TIMEOUT_SECONDS; the sandbox holds a "timeout" answer longer
+TIMEOUT_DELAY = 1.5
+# QBO's real throttle with its minute scaled down to 3 s: a 300-quote sync takes seconds.
+LIMITS = QboLimits(requests_per_window=500, batches_per_window=40, in_flight=10, window_seconds=3)
+LOCK_FREE_SLACK = 0.3  # polling granularity allowed on top of the TTL
+LOSER_DEADLINE = 1.0  # seconds within which a run that finds the lock held must exit 75
+EXIT_LOCK_HELD = 75
+PHASES = ("fetch", "customers", "invoices")
+LOST_ANSWERS = ("commit_then_drop", "timeout", "drop", "commit_then_drop")
+ENV_PREFIXES = ("FOURD_", "4D_", "QBO_", "SYNC_", "STATE_", "REDIS_URL", "HTTP_")
+ENV_NAMES = ("LOGS_DIR", "DATA_DIR", "HEALTHCHECK_URL", "CUSTOMER_NAME_TEMPLATE")
+
+# A `fourdqbo` process that imports everything first, says it is ready (a file) and waits
+# for a line on stdin: runs "started together" then really start together, and the time
+# to exit 75 measures the lock, not the interpreter's start-up.
+LAUNCHER = """
+import sys
+from pathlib import Path
+from fourdqbo.cli.app import main
+import fourdqbo.cli.sync, fourdqbo.sync.engine, fourdqbo.emr.client, fourdqbo.qbo.client
+import fourdqbo.qbo.tokens, fourdqbo.state.redis_store, fourdqbo.http
+Path(sys.argv[1]).touch()
+sys.stdin.readline()
+sys.argv = ["fourdqbo", *sys.argv[2:]]
+main()
+"""
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+# -- the world one scenario runs in -----------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    code: int
+    report: dict[str, Any]
+    stderr: str
+    seconds: float
+
+    @property
+    def failed(self) -> int:
+        return int(self.report.get("counts", {}).get("failed", 0)) if self.report else 0
+
+    @property
+    def finished(self) -> bool:
+        """Exit 0/1 with nothing failed: the run got through and left nothing queued."""
+        return self.code in (0, 1) and bool(self.report) and self.failed == 0
+
+
+class World:
+    """One sandbox, one Redis namespace, one data directory: what a scenario breaks."""
+
+    def __init__(
+        self,
+        *,
+        seed: int,
+        quotes: int,
+        redis_url: str,
+        prefix: str | None = None,
+        directory: Path | None = None,
+        strict: bool = True,
+        lock_ttl: float = LOCK_TTL,
+    ) -> None:
+        self.sandbox = Sandbox(seed=seed, quotes=quotes, limits=LIMITS, timeout_delay=TIMEOUT_DELAY)
+        if strict:
+            # No duplicate-DocNumber warning, requestid ignored: the engine alone must
+            # prevent duplicates.
+            self.sandbox.company.settings.duplicate_doc_number_check = False
+            self.sandbox.company.settings.honour_requestid = False
+        self._owned_directory = None
+        if directory is None:
+            self._owned_directory = tempfile.TemporaryDirectory(prefix="fourdqbo-chaos-")
+            directory = Path(self._owned_directory.name)
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.redis_url = redis_url
+        self.prefix = prefix or f"fourdqbo-chaos-{uuid.uuid4().hex[:12]}"
+        self.lock_ttl = lock_ttl
+        self.sandbox.start()
+        self.env = self.sandbox.env(self.directory / "data")
+        self.env.update(
+            STATE_BACKEND="redis",
+            REDIS_URL=redis_url,
+            STATE_PREFIX=self.prefix,
+            LOGS_DIR=str(self.directory / "logs"),
+            HTTP_TIMEOUT_SECONDS=_number(HTTP_TIMEOUT),
+            SYNC_LOCK_TTL_SECONDS=_number(lock_ttl),
+        )
+        self.settings: Settings = load_settings(self.env, dotenv_path=None)
+        self.store = RedisStateStore(redis_url, self.prefix, self.sandbox.realm_id)
+
+    # -- lifecycle
+
+    def close(self) -> None:
+        self.store.close()
+        self.sandbox.stop()
+        with contextlib.suppress(redis.exceptions.RedisError):
+            delete_keys_under(self.redis_url, self.prefix)
+        if self._owned_directory is not None:
+            self._owned_directory.cleanup()
+
+    def __enter__(self) -> World:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- knobs
+
+    def latency(self, fourd_ms: float = 0.0, qbo_ms: float = 0.0) -> None:
+        self.sandbox.knobs.fourd.latency_ms = fourd_ms
+        self.sandbox.knobs.qbo.latency_ms = qbo_ms
+
+    # -- running fourdqbo
+
+    def process_env(self, **overrides: str) -> dict[str, str]:
+        base = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(ENV_PREFIXES) and k not in ENV_NAMES
+        }
+        return {**base, **self.env, **overrides}
+
+    def spawn(self, *args: str, **overrides: str) -> subprocess.Popen[str]:
+        """`fourdqbo sync run ARGS` as cron starts it (cwd without a .env)."""
+        return subprocess.Popen(
+            [sys.executable, "-m", "fourdqbo", "sync", "run", *args],
+            env=self.process_env(**overrides),
+            cwd=self.directory,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def fourdqbo(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Any other fourdqbo command, in another process."""
+        return subprocess.run(
+            [sys.executable, "-m", "fourdqbo", *args],
+            env=self.process_env(),
+            cwd=self.directory,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def run(self, *args: str, timeout: float = 180, **overrides: str) -> RunResult:
+        started = time.monotonic()
+        process = self.spawn("--json", *args, **overrides)
+        return finish(process, started, timeout)
+
+    def converge(self, max_runs: int = 4) -> list[RunResult]:
+        """Clean runs until one gets through with nothing failed (or max_runs)."""
+        runs: list[RunResult] = []
+        for _ in range(max_runs):
+            runs.append(self.run())
+            if runs[-1].finished:
+                break
+        return runs
+
+    def audit(self) -> Audit:
+        return audit(self.sandbox, self.settings)
+
+    # -- looking at state
+
+    def wait_lock_free(self, timeout: float) -> float | None:
+        """Seconds until nobody holds the lock, None if still held after `timeout`."""
+        started = time.monotonic()
+        while True:
+            if self.store.lock_holder() is None:
+                return time.monotonic() - started
+            if time.monotonic() - started > timeout:
+                return None
+            time.sleep(0.01)
+
+    def lock_pttl_ms(self) -> int:
+        client = self.store._redis  # the store's own connection: same database
+        return int(client.pttl(self.store.key("lock")))
+
+
+def finish(process: subprocess.Popen[str], started: float, timeout: float) -> RunResult:
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        stdout, stderr = process.communicate()
+        stderr += f"\n(chaos: killed after {timeout:g} s)"
+    report: dict[str, Any] = {}
+    if stdout.strip():
+        with contextlib.suppress(ValueError):
+            report = json.loads(stdout)
+    return RunResult(process.returncode, report, stderr, time.monotonic() - started)
+
+
+def delete_keys_under(url: str, prefix: str) -> None:
+    client = redis.Redis.from_url(url, socket_timeout=3)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=500))
+        for start in range(0, len(keys), 500):
+            client.delete(*keys[start : start + 500])
+    finally:
+        client.close()
+
+
+@contextlib.contextmanager
+def suite_redis() -> Iterator[str]:
+    """A developer's Redis on 127.0.0.1:6379 (database 15, unique prefixes), else a
+    throwaway redis-server for the whole suite."""
+    from tests.fixtures.redis import DEVELOPER_REDIS, TEST_DATABASE, RedisServer, redis_answers
+
+    host, port = DEVELOPER_REDIS
+    if redis_answers(host, port):
+        yield f"redis://{host}:{port}/{TEST_DATABASE}"
+        return
+    with RedisServer() as server:
+        yield server.url
+
+
+def private_redis() -> Any:
+    """A redis-server of our own that a scenario may stop and start again."""
+    from tests.fixtures.redis import RedisServer
+
+    return RedisServer()
+
+
+# -- watching the sandbox ---------------------------------------------------------------
+
+
+def is_quote_fetch(record: RequestRecord) -> bool:
+    return record.service == "fourd" and record.path == "quotes"
+
+
+def batch_entities(record: RequestRecord) -> set[tuple[str, str]]:
+    """(operation, entity) pairs of a QBO batch write."""
+    if record.service != "qbo" or record.method != "POST" or not record.path.endswith("batch"):
+        return set()
+    body = record.body if isinstance(record.body, dict) else {}
+    pairs = set()
+    for item in body.get("BatchItemRequest") or []:
+        for key in item:
+            if key not in ("bId", "operation", "Query"):
+                pairs.add((str(item.get("operation")), key))
+    return pairs
+
+
+def is_customer_batch(record: RequestRecord) -> bool:
+    return ("create", "Customer") in batch_entities(record)
+
+
+def is_invoice_batch(record: RequestRecord) -> bool:
+    return any(entity == "Invoice" for _, entity in batch_entities(record))
+
+
+def is_qbo_write(record: RequestRecord) -> bool:
+    return record.service == "qbo" and record.method == "POST"
+
+
+PHASE_MATCH: dict[str, Callable[[RequestRecord], bool]] = {
+    "fetch": is_quote_fetch,
+    "customers": is_customer_batch,
+    "invoices": is_invoice_batch,
+}
+
+
+def wait_for_requests(
+    sandbox: Sandbox,
+    match: Callable[[RequestRecord], bool],
+    count: int,
+    process: subprocess.Popen[str] | None = None,
+    timeout: float = 120,
+    start: int = 0,
+) -> bool:
+    """Block until the sandbox has logged `count` matching requests (from index `start`);
+    False if the process ended or the time ran out first."""
+    seen = 0
+    index = start
+    deadline = time.monotonic() + timeout
+    while True:
+        records = sandbox.requests
+        for record in records[index:]:
+            if match(record):
+                seen += 1
+                if seen >= count:
+                    return True
+        index = len(records)
+        if (process is not None and process.poll() is not None) or time.monotonic() > deadline:
+            return False
+        time.sleep(0.003)
+
+
+def minor_of(record: RequestRecord) -> str | None:
+    values = record.query.get("minorversion") or [None]
+    return values[0]
+
+
+# -- the lock history -------------------------------------------------------------------
+
+
+def lock_history_problems(events: Sequence[LockEvent]) -> list[str]:
+    """Replay the lock's history: never two owners, an `expired` takeover only after the
+    holder's TTL, a release only by the holder."""
+    problems: list[str] = []
+    holder: LockEvent | None = None
+    for event in events:
+        short = event.token[:8]
+        if event.event == "acquired":
+            if holder is not None:
+                problems.append(f"{short} acquired while {holder.token[:8]} held the lock")
+            holder = event
+        elif event.event in ("released", "broken"):
+            if holder is None or holder.token != event.token:
+                problems.append(f"{short} {event.event} a lock it did not hold")
+            holder = None
+        elif event.event == "expired":
+            if holder is not None and holder.token != event.token:
+                problems.append(f"{short} expired while {holder.token[:8]} held the lock")
+            elif holder is not None:
+                held = (event.at - holder.at).total_seconds()
+                ttl = (holder.ttl_ms or 0) / 1000
+                if held < ttl:
+                    problems.append(f"{short} taken over after {held:.2f} s, before its TTL")
+            holder = None
+        elif event.event == "lost" and holder is not None and holder.token == event.token:
+            holder = None  # the key vanished under its owner (Redis restarted empty)
+    return problems
+
+
+# -- crash consistency ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KillPoint:
+    phase: str  # fetch | customers | invoices
+    k: int  # SIGKILL after the k-th matching request the sandbox logged
+    delay: float  # ... and this many seconds later
+
+    def __str__(self) -> str:
+        what = {"fetch": "quote fetch", "customers": "customer batch", "invoices": "invoice batch"}
+        return f"after {what[self.phase]} #{self.k} +{self.delay * 1000:.0f} ms"
+
+
+def kill_points(count: int, seed: int, phase_sizes: dict[str, int]) -> list[KillPoint]:
+    """`count` seeded kill points spread evenly over the phases."""
+    rng = random.Random(seed)
+    points = []
+    for n in range(count):
+        phase = PHASES[n % len(PHASES)]
+        size = max(1, phase_sizes[phase])
+        # Batches are few: cover each one before repeating; fetches are many: anywhere.
+        k = rng.randint(1, size) if phase == "fetch" else 1 + (n // len(PHASES)) % size
+        delay = rng.choice((0.0, 0.0, rng.uniform(0, 0.25)))
+        points.append(KillPoint(phase, k, round(delay, 3)))
+    return points
+
+
+def phase_sizes(seed: int, quotes: int) -> dict[str, int]:
+    """How many quote fetches, customer batches and invoice batches a first run makes."""
+    from fourdqbo.sandbox.seed import display_name
+    from fourdqbo.sync.planning import customer_key
+
+    with Sandbox(seed=seed, quotes=quotes) as probe:
+        completed = probe.practice.completed_numbers()
+        names = {customer_key(display_name(probe.practice.patient_of(n))) for n in completed}
+        existing = {
+            customer_key(c["DisplayName"]) for c in probe.company.customers(include_inactive=True)
+        }
+    return {
+        "fetch": len(completed),
+        "customers": max(1, math.ceil(len(names - existing) / 30)),
+        "invoices": max(1, math.ceil(len(completed) / 30)),
+    }
+
+
+@dataclass
+class CrashResult:
+    point: KillPoint
+    reached: bool = False
+    lock_free_after: float | None = None
+    watermark_kept: bool = False
+    runs: list[int] = field(default_factory=list)
+    audit: Audit | None = None
+    writes_before_kill: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def crash_once(
+    point: KillPoint, *, redis_url: str, seed: int, quotes: int, **world: Any
+) -> CrashResult:
+    """SIGKILL one run at `point`, then check the lock, the watermark and convergence."""
+    result = CrashResult(point)
+    with World(seed=seed, quotes=quotes, redis_url=redis_url, **world) as w:
+        overlap = timedelta(seconds=w.settings.sync_overlap_seconds)
+        watermark = w.sandbox.initial_from + overlap  # a watermark that the window starts at
+        w.store.reset_watermark(watermark)
+        w.latency(fourd_ms=15, qbo_ms=120)  # long enough phases to land in
+        victim = w.spawn("--quiet")
+        result.reached = wait_for_requests(w.sandbox, PHASE_MATCH[point.phase], point.k, victim)
+        if point.delay:
+            time.sleep(point.delay)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=10)
+        killed_at = time.monotonic()
+        if not result.reached:
+            result.problems.append(f"the run ended (exit {victim.returncode}) before {point}")
+        result.writes_before_kill = sum(1 for r in w.sandbox.requests if is_qbo_write(r))
+        w.latency()
+        held = w.store.lock_holder() is not None
+        free = w.wait_lock_free(timeout=w.lock_ttl * 2)
+        result.lock_free_after = None if free is None else (time.monotonic() - killed_at)
+        if free is None or result.lock_free_after > w.lock_ttl + LOCK_FREE_SLACK:
+            result.problems.append(
+                f"lock not free within its TTL {w.lock_ttl:g} s "
+                f"(held at kill: {held}, free after {result.lock_free_after})"
+            )
+        after = w.store.watermark()
+        result.watermark_kept = after == watermark
+        if not result.watermark_kept:
+            # Moving is only right when the whole window was done (killed while recording).
+            queued = {entry.quote for entry in w.store.retry_queue()}
+            early = w.audit()
+            undone = set(early.missing + early.mismatched + early.stray) - queued
+            if after is None or after < watermark or undone or early.duplicates:
+                result.problems.append(
+                    f"watermark moved to {after} with unprocessed work: {early.summary()}"
+                )
+        runs = w.converge()
+        result.runs = [r.code for r in runs]
+        if not runs[-1].finished:
+            result.problems.append(f"no clean run finished: exits {result.runs}")
+        moved = w.store.watermark()
+        if moved is None or moved <= watermark:
+            result.problems.append("the clean run did not advance the watermark")
+        result.audit = w.audit()
+        if not result.audit.converged:
+            result.problems.append("not converged: " + result.audit.summary())
+        result.problems += lock_history_problems(w.store.lock_history())
+    return result
+
+
+def crash_suite(
+    *, redis_url: str, count: int, seed: int, quotes: int, strict: bool = True
+) -> list[CrashResult]:
+    sizes = phase_sizes(seed, quotes)
+    points = kill_points(count, seed, sizes)
+    say(
+        f"crash: {count} kill points on {quotes} quotes "
+        f"({sizes['fetch']} fetches, ~{sizes['customers']} customer batches, "
+        f"{sizes['invoices']} invoice batches), lock TTL {LOCK_TTL:g} s"
+    )
+    results = []
+    for n, point in enumerate(points, 1):
+        result = crash_once(point, redis_url=redis_url, seed=seed, quotes=quotes, strict=strict)
+        results.append(result)
+        audit_text = result.audit.summary() if result.audit else "no audit"
+        freed = f"{result.lock_free_after:.2f} s" if result.lock_free_after is not None else "never"
+        say(
+            f"  [{n:2}/{len(points)}] {point}: {result.writes_before_kill} QBO writes before "
+            f"the kill; lock free after {freed}; watermark "
+            f"{'kept' if result.watermark_kept else 'moved'}; clean runs exit {result.runs}; "
+            f"{audit_text}" + (f"  PROBLEMS: {result.problems}" if result.problems else "")
+        )
+    return results
+
+
+def crash_figures(results: Sequence[CrashResult]) -> str:
+    audits = [r.audit for r in results if r.audit is not None]
+    duplicates = sum(len(a.duplicates) for a in audits)
+    mismatches = sum(len(a.mismatched) for a in audits)
+    missing = sum(len(a.missing) for a in audits)
+    stray = sum(len(a.stray) for a in audits)
+    customers = sum(len(a.duplicate_customers) for a in audits)
+    freed = [r.lock_free_after for r in results if r.lock_free_after is not None]
+    by_phase = Counter(r.point.phase for r in results)
+    return (
+        f"{len(results)} kill points, {duplicates} duplicates, {mismatches} mismatches"
+        f" ({', '.join(f'{by_phase[p]} {p}' for p in PHASES)}; {missing} missing, {stray} stray,"
+        f" {customers} duplicate customers; lock free again after at most "
+        f"{max(freed, default=float('nan')):.2f} s of a {LOCK_TTL:g} s TTL; watermark kept "
+        f"after {sum(r.watermark_kept for r in results)}/{len(results)} kills)"
+    )
+
+
+# -- faults -----------------------------------------------------------------------------
+
+
+@dataclass
+class FaultResult:
+    seed: int
+    runs: list[int] = field(default_factory=list)
+    faults: Counter[str] = field(default_factory=Counter)
+    requests: int = 0
+    audit: Audit | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+def faults_once(
+    *, redis_url: str, seed: int, quotes: int, rate: float = 0.10, max_runs: int = 8, **world: Any
+) -> FaultResult:
+    """Mixed faults on both services until a run gets through with nothing failed.
+
+    A sync makes a few hundred 4D requests but only a dozen or two QBO requests (batches
+    of 30), so 10% alone may spare QBO's writes: the first QBO writes also meet the faults
+    that lose an answer (committed then dropped, timed out, dropped before processing).
+    """
+    result = FaultResult(seed)
+    with World(seed=seed, quotes=quotes, redis_url=redis_url, **world) as w:
+        for service in ("fourd", "qbo"):
+            knobs = w.sandbox.knobs.of(service)
+            knobs.fault_rate = rate
+            knobs.fault_weights = {kind: 1.0 for kind in FAULT_KINDS}
+            knobs.retry_after_share = 0.5  # 429 with and without Retry-After on both
+        for kind in LOST_ANSWERS:
+            w.sandbox.inject("qbo", kind, writes_only=True)
+        for _ in range(max_runs):
+            run = w.run()
+            result.runs.append(run.code)
+            if run.finished:
+                break
+            if run.code not in (0, 1, 3):
+                result.problems.append(f"run exit {run.code}: {run.stderr.strip()[-300:]}")
+        else:
+            result.problems.append(f"no run got through in {max_runs}: exits {result.runs}")
+        records = w.sandbox.requests
+        result.requests = sum(1 for r in records if r.service in ("fourd", "qbo"))
+        for record in records:
+            if record.fault in FAULT_KINDS:
+                result.faults[f"{record.service}:{record.fault}"] += 1
+        result.audit = w.audit()
+        if not result.audit.converged:
+            result.problems.append("not converged: " + result.audit.summary())
+        result.problems += lock_history_problems(w.store.lock_history())
+    return result
+
+
+def faults_suite(
+    *, redis_url: str, seeds: Sequence[int], quotes: int, strict: bool = True
+) -> list[FaultResult]:
+    say(f"faults: 10% mixed faults on 4D and QBO, {len(seeds)} seeds, {quotes} quotes each")
+    results = []
+    for seed in seeds:
+        result = faults_once(redis_url=redis_url, seed=seed, quotes=quotes, strict=strict)
+        results.append(result)
+        audit_text = result.audit.summary() if result.audit else "no audit"
+        say(
+            f"  seed {seed}: {sum(result.faults.values())} faults injected in "
+            f"{result.requests} requests; runs exit {result.runs}; {audit_text}"
+            + (f"  PROBLEMS: {result.problems}" if result.problems else "")
+        )
+    return results
+
+
+def faults_figures(results: Sequence[FaultResult]) -> str:
+    total: Counter[str] = Counter()
+    for result in results:
+        total.update(result.faults)
+    by_kind: Counter[str] = Counter()
+    for key, n in total.items():
+        by_kind[key.split(":", 1)[1]] += n
+    audits = [r.audit for r in results if r.audit is not None]
+    runs = [len(r.runs) for r in results]
+    return (
+        f"{len(results)} seeds, {sum(total.values())} faults injected "
+        f"({', '.join(f'{k} {by_kind[k]}' for k in FAULT_KINDS)}), runs to converge "
+        f"{min(runs, default=0)}-{max(runs, default=0)}, "
+        f"{sum(len(a.duplicates) for a in audits)} duplicates, "
+        f"{sum(len(a.mismatched) for a in audits)} mismatches, "
+        f"{sum(len(a.missing) for a in audits)} missing, "
+        f"{sum(len(a.stray) for a in audits)} stray, "
+        f"{sum(len(a.duplicate_customers) for a in audits)} duplicate customers"
+    )
+
+
+# -- special faults: 4D 401, Redis restart, token rotation ------------------------------
+
+
+@dataclass
+class ScenarioResult:
+    name: str
+    runs: list[int] = field(default_factory=list)
+    audit: Audit | None = None
+    notes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        audit_text = self.audit.summary() if self.audit else "no audit"
+        return f"{self.name}: exits {self.runs}; {'; '.join(self.notes)}; {audit_text}" + (
+            f"  PROBLEMS: {self.problems}" if self.problems else ""
+        )
+
+
+def _converge_and_audit(w: World, result: ScenarioResult) -> None:
+    runs = w.converge()
+    result.runs += [r.code for r in runs]
+    if not runs[-1].finished:
+        result.problems.append(f"no clean run finished: {runs[-1].stderr.strip()[-300:]}")
+    result.audit = w.audit()
+    if not result.audit.converged:
+        result.problems.append("not converged: " + result.audit.summary())
+
+
+def fourd_unauthorized_mid_run(
+    *, redis_url: str, seed: int = 11, quotes: int = 300, after_fetches: int = 40, **world: Any
+) -> ScenarioResult:
+    """4D starts answering 401 while quotes are fetched: exit 3, nothing moved, then fixed."""
+    result = ScenarioResult("4D 401 mid-run")
+    with World(seed=seed, quotes=quotes, redis_url=redis_url, **world) as w:
+        w.latency(fourd_ms=15)
+        started = time.monotonic()
+        run = w.spawn("--json")
+        if not wait_for_requests(w.sandbox, is_quote_fetch, after_fetches, run):
+            result.problems.append("the run ended before the 401s started")
+        w.sandbox.knobs.fourd.unauthorized = True
+        first = finish(run, started, 120)
+        result.runs.append(first.code)
+        if first.code != 3:
+            result.problems.append(f"expected exit 3, got {first.code}")
+        if "Traceback" in first.stderr or first.stderr.strip().count("\n") > 0:
+            result.problems.append(f"not one line on stderr: {first.stderr!r}")
+        writes = sum(1 for r in w.sandbox.requests if is_qbo_write(r))
+        if writes:
+            result.problems.append(f"{writes} QBO writes after 4D refused the credentials")
+        if w.store.watermark() is not None:
+            result.problems.append("the watermark moved")
+        if w.store.lock_holder() is not None:
+            result.problems.append("the lock was not released")
+        history = w.store.runs(1)
+        if not history or not history[0].get("aborted"):
+            result.problems.append("the aborted run is not in the run history")
+        result.notes.append(f"first run: {first.stderr.strip()[:90]}")
+        w.sandbox.knobs.fourd.unauthorized = False
+        w.latency()
+        _converge_and_audit(w, result)
+        result.problems += lock_history_problems(w.store.lock_history())
+    return result
+
+
+def redis_restart_mid_run(
+    *,
+    seed: int = 12,
+    quotes: int = 300,
+    down_for: float = 1.0,
+    after_batches: int = 1,
+    server: Any = None,
+    **world: Any,
+) -> ScenarioResult:
+    """Redis goes away while customers and invoices are written and comes back empty (no
+    persistence: lock, watermark and retry queue are gone): exit 3 (or a finished run),
+    then the next run converges with no duplicate. `server`: a RedisServer to use (one of
+    our own is started otherwise)."""
+    result = ScenarioResult(f"Redis restarted mid-run (down {down_for:g} s)")
+    own = server is None
+    server = server or private_redis()
+    server.start()
+    try:
+        with World(seed=seed, quotes=quotes, redis_url=server.url, **world) as w:
+            w.latency(qbo_ms=250)  # the writing outlasts a short outage
+            started = time.monotonic()
+            run = w.spawn("--json")
+            if not wait_for_requests(w.sandbox, is_customer_batch, after_batches, run):
+                result.problems.append("the run ended before Redis went down")
+            server.stop()
+            time.sleep(down_for)
+            server.start()
+            first = finish(run, started, 120)
+            result.runs.append(first.code)
+            if first.code not in (0, 1, 3):
+                result.problems.append(f"expected exit 3 (or 0/1), got {first.code}")
+            if "Traceback" in first.stderr:
+                result.problems.append("a traceback on stderr")
+            result.notes.append(
+                "first run: " + (first.stderr.strip().splitlines() or ["(no message)"])[-1][:100]
+            )
+            w.latency()
+            _converge_and_audit(w, result)
+    finally:
+        if own:
+            server.close()
+    return result
+
+
+def token_rotated_mid_run(
+    *, redis_url: str, seed: int = 13, quotes: int = 300, after_batches: int = 2, **world: Any
+) -> ScenarioResult:
+    """Another process refreshes (rotates) the QBO token while a run writes; then every
+    access token expires, so the run must refresh with the rotated refresh token from the
+    file, racing yet another process doing the same. The run must still finish."""
+    result = ScenarioResult("QBO refresh token rotated by another process mid-run")
+    with World(seed=seed, quotes=quotes, redis_url=redis_url, **world) as w:
+        oauth = w.sandbox.oauth
+        oauth.refresh_grace_seconds = 0  # a replaced refresh token dies at once
+        w.latency(qbo_ms=120)
+        started = time.monotonic()
+        run = w.spawn("--json")
+        if not wait_for_requests(w.sandbox, is_invoice_batch, after_batches, run):
+            result.problems.append("the run ended before the rotation")
+        other = w.fourdqbo("auth", "refresh")
+        if other.returncode != 0:
+            result.problems.append(f"`auth refresh` in another process: exit {other.returncode}")
+        # Every access token issued so far expires now (sandbox clock +1 h): the run's next
+        # QBO call is a 401, and a second outside refresh races the run's own.
+        w.sandbox.clock.advance(oauth.access_ttl + 1)
+        racer = subprocess.Popen(
+            [sys.executable, "-m", "fourdqbo", "auth", "refresh"],
+            env=w.process_env(),
+            cwd=w.directory,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        first = finish(run, started, 120)
+        racer_code = racer.wait(timeout=60)
+        result.runs.append(first.code)
+        if not first.finished:
+            result.problems.append(
+                f"the run did not finish: exit {first.code}: {first.stderr.strip()[-200:]}"
+            )
+        if racer_code != 0:
+            result.problems.append(f"the racing `auth refresh`: exit {racer_code}")
+        refreshes = [e for e in oauth.token_requests if e["grant_type"] == "refresh_token"]
+        refused = [e for e in refreshes if not e["ok"]]
+        if refused:
+            result.problems.append(f"{len(refused)} refresh(es) refused: {refused[:2]}")
+        auth_failures = sum(
+            1 for r in w.sandbox.requests_to("qbo") if r.status == 401 and r.fault is None
+        )
+        result.notes.append(
+            f"{len(refreshes)} refreshes ({len(refused)} refused), {auth_failures} QBO 401s "
+            "answered by a refresh"
+        )
+        w.latency()
+        _converge_and_audit(w, result)
+    return result
+
+
+# -- concurrency ------------------------------------------------------------------------
+
+
+class Launched:
+    """A pre-warmed `fourdqbo sync run` waiting for the word go (see LAUNCHER)."""
+
+    def __init__(self, world: World, args: Sequence[str], **overrides: str) -> None:
+        self.ready_file = world.directory / f"ready-{uuid.uuid4().hex[:8]}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", LAUNCHER, str(self.ready_file), "sync", "run", *args],
+            env=world.process_env(**overrides),
+            cwd=world.directory,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.spawned = time.monotonic()
+        self.went: float | None = None
+        self.ended: float | None = None
+        self.stdout = ""
+        self.stderr = ""
+        self._reader = threading.Thread(target=self._wait, daemon=True)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.ready_file.exists():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"launcher did not get ready: {self.process.stderr.read()}")  # type: ignore[union-attr]
+            time.sleep(0.01)
+
+    def go(self) -> None:
+        assert self.process.stdin is not None
+        self.went = time.monotonic()
+        self.process.stdin.write("go\n")
+        self.process.stdin.flush()
+        self._reader.start()
+
+    def _wait(self) -> None:
+        self.stdout, self.stderr = self.process.communicate()
+        self.ended = time.monotonic()
+
+    def join(self, timeout: float = 180) -> int:
+        self._reader.join(timeout)
+        if self._reader.is_alive():
+            self.process.kill()
+            self._reader.join()
+        return self.process.returncode
+
+    @property
+    def seconds_after_go(self) -> float:
+        assert self.went is not None and self.ended is not None
+        return self.ended - self.went
+
+    def result(self) -> RunResult:
+        report: dict[str, Any] = {}
+        if self.stdout.strip():
+            with contextlib.suppress(ValueError):
+                report = json.loads(self.stdout)
+        return RunResult(self.process.returncode, report, self.stderr, self.seconds_after_go)
+
+
+def launch_together(world: World, count: int, args: Sequence[str] = ("--json",)) -> list[Launched]:
+    """`count` runs, each tagged by its own QBO minorversion (75, 76, …) so the sandbox's
+    request log tells whose request is whose; all go at the same instant."""
+    runs = [Launched(world, args, QBO_MINOR_VERSION=str(75 + n)) for n in range(count)]
+    for run in runs:
+        run.wait_ready()
+    for run in runs:
+        run.go()
+    return runs
+
+
+@dataclass
+class ConcurrencyResult:
+    name: str
+    exits: list[int] = field(default_factory=list)
+    loser_seconds: list[float] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    audit: Audit | None = None
+    problems: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        audit_text = self.audit.summary() if self.audit else "no audit"
+        return f"{self.name}: exits {self.exits}; {'; '.join(self.notes)}; {audit_text}" + (
+            f"  PROBLEMS: {self.problems}" if self.problems else ""
+        )
+
+
+def eight_at_once(
+    *, redis_url: str, seed: int = 21, quotes: int = 300, processes: int = 8, **world: Any
+) -> ConcurrencyResult:
+    """`processes` runs started together: exactly one works, the rest exit 75 within 1 s."""
+    result = ConcurrencyResult(f"{processes} runs started together")
+    with World(seed=seed, quotes=quotes, redis_url=redis_url, **world) as w:
+        w.latency(qbo_ms=40)
+        runs = launch_together(w, processes)
+        for run in runs:
+            run.join()
+        result.exits = [run.process.returncode for run in runs]
+        winners = [run for run in runs if run.process.returncode != EXIT_LOCK_HELD]
+        losers = [run for run in runs if run.process.returncode == EXIT_LOCK_HELD]
+        result.loser_seconds = sorted(run.seconds_after_go for run in losers)
+        if len(winners) != 1 or len(losers) != processes - 1:
+            result.problems.append(
+                f"expected 1 worker and {processes - 1} exits 75: {result.exits}"
+            )
+        late = [s for s in result.loser_seconds if s > LOSER_DEADLINE]
+        if late:
+            result.problems.append(
+                f"{len(late)} exit(s) 75 later than {LOSER_DEADLINE:g} s: {late}"
+            )
+        if winners and not winners[0].result().finished:
+            result.problems.append(f"the worker did not finish: {winners[0].stderr[-300:]}")
+        records = w.sandbox.requests
+        minors = Counter(minor_of(r) for r in records if r.service == "qbo")
+        if len(minors) != 1:
+            result.problems.append(f"QBO requests from several runs: {dict(minors)}")
+        listings = sum(1 for r in records if r.service == "fourd" and r.path == "quotes/list")
+        if listings != 1:
+            result.problems.append(f"{listings} 4D quote listings (expected 1)")
+        history = w.store.lock_history()
+        acquired = sum(1 for e in history if e.event == "acquired")
+        if acquired != 1:
+            result.problems.append(f"the lock was acquired {acquired} times (expected 1)")
+        result.problems += lock_history_problems(history)
+        spawn_to_exit = sorted(run.ended - run.spawned for run in losers if run.ended)
+        result.notes.append(
+            f"losers exited 75 in {_span(result.loser_seconds)} s after go "
+            f"({_span(spawn_to_exit)} s after spawn, interpreter start-up included); "
+            f"lock acquired {acquired}x; 4D listings {listings}; "
+            f"QBO requests from {len(minors)} run"
+        )
+        result.audit = w.audit()
+        if not result.audit.converged:
+            result.problems.append("not converged: " + result.audit.summary())
+    return result
+
+
+class PttlWatch:
+    """Polls the lock key's PTTL in a thread: the smallest value seen tells the longest
+    time the lock went without an extension (TTL - min PTTL)."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.min_ms: int | None = None
+        self.vanished = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def __enter__(self) -> PttlWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _poll(self) -> None:
+        started = False
+        while not self._stop.is_set():
+            pttl = self.world.lock_pttl_ms()
+            if pttl >= 0:
+                started = True
+                self.min_ms = pttl if self.min_ms is None else min(self.min_ms, pttl)
+            elif started and pttl == -2 and not self._stop.is_set():
+                self.vanished = True  # gone: released at the end, or expired
+            time.sleep(0.005)
+
+
+def heartbeat_delayed(
+    *, redis_url: str, seed: int = 22, quotes: int = 300, contenders: int = 3, **world: Any
+) -> ConcurrencyResult:
+    """SIGSTOP the worker so its heartbeat comes late by more than half the TTL (but
+    before the TTL runs out): the lock must hold, contenders exit 75, the run finishes."""
+    result = ConcurrencyResult("heartbeat held up past half the TTL")
+    with World(seed=seed, quotes=quotes, redis_url=redis_url, **world) as w:
+        ttl = w.lock_ttl
+        w.latency(qbo_ms=120)
+        waiting = [
+            Launched(w, ["--json"], QBO_MINOR_VERSION=str(76 + n)) for n in range(contenders)
+        ]
+        for run in waiting:
+            run.wait_ready()
+        with PttlWatch(w) as watch:
+            worker = w.spawn("--json", QBO_MINOR_VERSION="75")
+            started = time.monotonic()
+            if not wait_for_requests(w.sandbox, is_customer_batch, 1, worker):
+                result.problems.append("the worker ended before it was stopped")
+            since_extend = ttl - max(w.lock_pttl_ms(), 0) / 1000
+            pause = max(0.75 * ttl - since_extend, 0.55 * ttl)
+            worker.send_signal(signal.SIGSTOP)
+            stopped = time.monotonic()
+            time.sleep(min(0.3, pause / 3))
+            for run in waiting:
+                run.go()
+            for run in waiting:
+                run.join(timeout=pause)
+            time.sleep(max(0.0, pause - (time.monotonic() - stopped)))
+            worker.send_signal(signal.SIGCONT)
+            paused = time.monotonic() - stopped
+            final = finish(worker, started, 180)
+        result.exits = [final.code] + [run.process.returncode for run in waiting]
+        result.loser_seconds = sorted(run.seconds_after_go for run in waiting if run.ended)
+        if not final.finished:
+            result.problems.append(f"the worker did not finish: {final.code} {final.stderr[-300:]}")
+        if any(run.process.returncode != EXIT_LOCK_HELD for run in waiting):
+            result.problems.append("a contender got the lock while the worker was stopped")
+        gap = ttl - (watch.min_ms or 0) / 1000
+        if watch.min_ms is None or watch.min_ms <= 0:
+            result.problems.append("the lock expired while the worker was stopped")
+        if gap <= ttl / 2:
+            result.problems.append(f"the heartbeat gap {gap:.2f} s did not pass half the TTL")
+        history = w.store.lock_history()
+        result.problems += lock_history_problems(history)
+        if sum(1 for e in history if e.event == "acquired") != 1:
+            result.problems.append("the lock changed hands")
+        result.notes.append(
+            f"worker stopped {paused:.2f} s; longest time without an extension {gap:.2f} s "
+            f"of a {ttl:g} s TTL; {contenders} contenders exited 75 in "
+            f"{_span(result.loser_seconds)} s"
+        )
+        result.audit = w.audit()
+        if not result.audit.converged:
+            result.problems.append("not converged: " + result.audit.summary())
+    return result
+
+
+def stopped_past_ttl(
+    *,
+    redis_url: str,
+    seed: int = 23,
+    quotes: int = 300,
+    after_batches: int = 2,
+    stop_delay: float = 0.0,
+    pace: float | None = None,
+    resume_after_taker: bool = False,
+    **world: Any,
+) -> ConcurrencyResult:
+    """SIGSTOP a worker past its lock's TTL; another run takes the lock over; when the first
+    resumes it must notice the lost lock before its next batch, stop with exit 3 and write
+    nothing more. Then a clean run converges with no duplicate.
+
+    The stop comes `stop_delay` after the worker's `after_batches`-th invoice batch reached
+    QBO. With `pace` the worker's own client paces batches `pace` seconds apart, so the stop
+    lands while it waits to send its next batch (past the engine's between-batch check);
+    `resume_after_taker` resumes it only once the taker has finished.
+    """
+    name = "worker stopped past the TTL, another run takes over"
+    if pace:
+        name += f" (stopped while pacing, {pace:g} s a batch)"
+    result = ConcurrencyResult(name)
+    with World(seed=seed, quotes=quotes, redis_url=redis_url, **world) as w:
+        ttl = w.lock_ttl
+        w.latency(qbo_ms=0 if pace else 120)
+        pacing = {}
+        if pace:
+            pacing = {"QBO_MAX_BATCHES_PER_MINUTE": "1", "QBO_RATE_WINDOW_SECONDS": _number(pace)}
+        taker = Launched(w, ["--json"], QBO_MINOR_VERSION="76")
+        taker.wait_ready()
+        first = w.spawn("--json", QBO_MINOR_VERSION="75", **pacing)
+        started = time.monotonic()
+        if not wait_for_requests(w.sandbox, is_invoice_batch, after_batches, first, timeout=180):
+            result.problems.append("the first run ended before it was stopped")
+        time.sleep(stop_delay)
+        first.send_signal(signal.SIGSTOP)
+        stopped = time.monotonic()
+        if w.wait_lock_free(timeout=ttl * 3) is None:
+            result.problems.append("the stopped run's lock never expired")
+        taker.go()
+        if resume_after_taker:
+            taker.join()
+        else:  # resume the first run while the taker writes
+            wait_for_requests(w.sandbox, lambda r: is_qbo_write(r) and minor_of(r) == "76", 1)
+        resumed_at = len(w.sandbox.requests)
+        first.send_signal(signal.SIGCONT)
+        paused = time.monotonic() - stopped
+        first_run = finish(first, started, 180)
+        taker.join()
+        second = taker.result()
+        result.exits = [first_run.code, second.code]
+        late = [
+            r for r in w.sandbox.requests[resumed_at:] if is_qbo_write(r) and minor_of(r) == "75"
+        ]
+        if first_run.code != 3:
+            result.problems.append(f"the first run should stop with exit 3, got {first_run.code}")
+        if late:
+            result.problems.append(
+                f"the first run sent {len(late)} QBO write(s) after it resumed without the lock"
+            )
+        if "lock" not in first_run.stderr.lower():
+            result.problems.append(
+                f"the first run did not say it lost the lock: {first_run.stderr!r}"
+            )
+        if second.code not in (0, 1):
+            result.problems.append(f"the taker: exit {second.code}: {second.stderr[-300:]}")
+        history = w.store.lock_history()
+        result.problems += lock_history_problems(history)
+        events = [e.event for e in history]
+        result.notes.append(
+            f"first run stopped {paused:.2f} s (TTL {ttl:g} s), "
+            f"{len(late)} QBO writes after it resumed; lock events {events}"
+        )
+        rest = w.converge()
+        result.exits += [r.code for r in rest]
+        result.audit = w.audit()
+        if not result.audit.converged:
+            result.problems.append("not converged: " + result.audit.summary())
+    return result
+
+
+# -- the command ------------------------------------------------------------------------
+
+
+def _span(values: Sequence[float]) -> str:
+    if not values:
+        return "-"
+    return f"{min(values):.2f}-{max(values):.2f}"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", default="crash,faults,special,concurrency")
+    parser.add_argument("--kill-points", type=int, default=24)
+    parser.add_argument("--fault-seeds", type=int, default=5)
+    parser.add_argument("--quotes", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--lenient",
+        action="store_true",
+        help="keep the sandbox company's duplicate-DocNumber check and requestid replay on",
+    )
+    options = parser.parse_args(argv)
+    parts = {p.strip() for p in options.only.split(",") if p.strip()}
+    strict = not options.lenient
+    started = time.monotonic()
+    figures: list[str] = []
+    problems: list[str] = []
+    with suite_redis() as redis_url:
+        say(f"Redis: {redis_url}; QBO company strict: {strict}; lock TTL {LOCK_TTL:g} s")
+        if "crash" in parts:
+            crashes = crash_suite(
+                redis_url=redis_url,
+                count=options.kill_points,
+                seed=options.seed,
+                quotes=options.quotes,
+                strict=strict,
+            )
+            figures.append("crash: " + crash_figures(crashes))
+            problems += [f"crash {r.point}: {p}" for r in crashes for p in r.problems]
+        if "faults" in parts:
+            seeds = [options.seed + 100 + n for n in range(options.fault_seeds)]
+            faults = faults_suite(
+                redis_url=redis_url, seeds=seeds, quotes=options.quotes, strict=strict
+            )
+            figures.append("faults: " + faults_figures(faults))
+            problems += [f"faults seed {r.seed}: {p}" for r in faults for p in r.problems]
+        if "special" in parts:
+            say("special faults:")
+            for scenario in (
+                lambda: fourd_unauthorized_mid_run(
+                    redis_url=redis_url, quotes=options.quotes, strict=strict
+                ),
+                lambda: redis_restart_mid_run(quotes=options.quotes, down_for=1.0, strict=strict),
+                lambda: redis_restart_mid_run(
+                    quotes=options.quotes, down_for=LOCK_TTL + 1.5, strict=strict
+                ),
+                lambda: token_rotated_mid_run(
+                    redis_url=redis_url, quotes=options.quotes, strict=strict
+                ),
+            ):
+                outcome = scenario()
+                say("  " + outcome.line())
+                figures.append(outcome.line())
+                problems += [f"{outcome.name}: {p}" for p in outcome.problems]
+        if "concurrency" in parts:
+            say("concurrency:")
+            for check in (
+                lambda: eight_at_once(redis_url=redis_url, quotes=options.quotes, strict=strict),
+                lambda: heartbeat_delayed(
+                    redis_url=redis_url, quotes=options.quotes, strict=strict
+                ),
+                lambda: stopped_past_ttl(redis_url=redis_url, quotes=options.quotes, strict=strict),
+            ):
+                outcome = check()
+                say("  " + outcome.line())
+                figures.append(outcome.line())
+                problems += [f"{outcome.name}: {p}" for p in outcome.problems]
+    say("")
+    say(f"== figures ({time.monotonic() - started:.0f} s) ==")
+    for line in figures:
+        say(line)
+    if problems:
+        say(f"== {len(problems)} problem(s) ==")
+        for line in problems:
+            say("  " + line)
+        return 1
+    say("== no problems ==")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
