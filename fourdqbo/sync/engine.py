@@ -362,6 +362,9 @@ class SyncEngine:
             writes.append(_Write(quote_plan, customer_id, quote_plan.invoice))
         try:
             self._write_invoices(writes, item_ids, lock)
+            # The last batch may have gone out after the lock was lost (a run frozen past
+            # its TTL): then this run must not pass for a clean one (exit 3, no watermark).
+            self._check_lock(lock)
         finally:
             self._record_writes(writes, report)
 
@@ -392,8 +395,27 @@ class SyncEngine:
         """Between batches: stop cleanly on a signal or when the lock was lost."""
         if self.stop.is_set():
             raise Interrupted("interrupted: finished the batch in flight and stopped")
-        if lock is not None and getattr(lock, "lost", False):
-            raise StateStoreError("lost the sync lock (state store unreachable?); stopped")
+        self._check_lock(lock)
+
+    def _check_lock(self, lock: Any) -> None:
+        """Raise StateStoreError unless the lock is still ours.
+
+        The heartbeat thread only notices a lost lock when it next beats; a run frozen past
+        its TTL (SIGSTOP, a suspended VM) wakes with that thread and this one racing. So
+        ownership is also asked of the store here, synchronously. A store that does not
+        answer is left to the heartbeat: the lock stays ours until its TTL runs out.
+        """
+        if lock is None:
+            return
+        held = not getattr(lock, "lost", False)
+        if held:
+            try:
+                held = bool(lock.extend())
+            except StateStoreError as exc:
+                log.warning("could not check the sync lock, carrying on: %s", exc)
+        if not held:
+            reason = getattr(lock, "lost_reason", None) or "it expired or another run took it"
+            raise StateStoreError(f"lost the sync lock ({reason}); stopped")
 
     def _reactivate(
         self,
