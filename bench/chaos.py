@@ -72,6 +72,7 @@ HTTP_TIMEOUT = 1.0  # HTTP_TIMEOUT_SECONDS; the sandbox holds a "timeout" answer
 TIMEOUT_DELAY = 1.5
 # QBO's real throttle with its minute scaled down to 3 s: a 300-quote sync takes seconds.
 LIMITS = QboLimits(requests_per_window=500, batches_per_window=40, in_flight=10, window_seconds=3)
+KEEP_ROOT: Path | None = None  # --keep: scenario directories are kept here
 LOCK_FREE_SLACK = 0.3  # polling granularity allowed on top of the TTL
 LOSER_DEADLINE = 1.0  # seconds within which a run that finds the lock held must exit 75
 EXIT_LOCK_HELD = 75
@@ -141,7 +142,9 @@ class World:
             self.sandbox.company.settings.duplicate_doc_number_check = False
             self.sandbox.company.settings.honour_requestid = False
         self._owned_directory = None
-        if directory is None:
+        if directory is None and KEEP_ROOT is not None:
+            directory = Path(tempfile.mkdtemp(prefix="world-", dir=KEEP_ROOT))
+        elif directory is None:
             self._owned_directory = tempfile.TemporaryDirectory(prefix="fourdqbo-chaos-")
             directory = Path(self._owned_directory.name)
         self.directory = Path(directory)
@@ -1052,9 +1055,19 @@ def stopped_past_ttl(
     lands while it waits to send its next batch (past the engine's between-batch check);
     `resume_after_taker` resumes it only once the taker has finished.
     """
-    name = "worker stopped past the TTL, another run takes over"
+    name = (
+        f"worker stopped past the TTL {stop_delay * 1000:.0f} ms after invoice batch "
+        f"#{after_batches}"
+    )
     if pace:
-        name += f" (stopped while pacing, {pace:g} s a batch)"
+        name += f" while pacing ({pace:g} s a batch)"
+    name += (
+        ", resumed after the taker finished"
+        if resume_after_taker
+        else ", resumed while the taker writes"
+    )
+    if not world.get("strict", True):
+        name += " [company with the duplicate-DocNumber check on]"
     result = ConcurrencyResult(name)
     with World(seed=seed, quotes=quotes, redis_url=redis_url, **world) as w:
         ttl = w.lock_ttl
@@ -1129,8 +1142,11 @@ def _number(value: float) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", default="crash,faults,special,concurrency")
+    global KEEP_ROOT
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument(
+        "--only", default="crash,faults,special,concurrency", help="comma-separated parts"
+    )
     parser.add_argument("--kill-points", type=int, default=24)
     parser.add_argument("--fault-seeds", type=int, default=5)
     parser.add_argument("--quotes", type=int, default=300)
@@ -1140,9 +1156,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="keep the sandbox company's duplicate-DocNumber check and requestid replay on",
     )
+    parser.add_argument(
+        "--keep", type=Path, default=None, help="keep each scenario's data and logs under DIR"
+    )
     options = parser.parse_args(argv)
+    if options.keep is not None:
+        options.keep.mkdir(parents=True, exist_ok=True)
+        KEEP_ROOT = options.keep
     parts = {p.strip() for p in options.only.split(",") if p.strip()}
     strict = not options.lenient
+    quotes = options.quotes
     started = time.monotonic()
     figures: list[str] = []
     problems: list[str] = []
@@ -1153,49 +1176,53 @@ def main(argv: Sequence[str] | None = None) -> int:
                 redis_url=redis_url,
                 count=options.kill_points,
                 seed=options.seed,
-                quotes=options.quotes,
+                quotes=quotes,
                 strict=strict,
             )
             figures.append("crash: " + crash_figures(crashes))
             problems += [f"crash {r.point}: {p}" for r in crashes for p in r.problems]
         if "faults" in parts:
             seeds = [options.seed + 100 + n for n in range(options.fault_seeds)]
-            faults = faults_suite(
-                redis_url=redis_url, seeds=seeds, quotes=options.quotes, strict=strict
-            )
+            faults = faults_suite(redis_url=redis_url, seeds=seeds, quotes=quotes, strict=strict)
             figures.append("faults: " + faults_figures(faults))
             problems += [f"faults seed {r.seed}: {p}" for r in faults for p in r.problems]
+        common: dict[str, Any] = {"redis_url": redis_url, "quotes": quotes, "strict": strict}
+        own_redis: dict[str, Any] = {"quotes": quotes, "strict": strict}
+        frozen_while_pacing = {
+            "after_batches": 1,
+            "stop_delay": 0.3,
+            "pace": 1.5,
+            "resume_after_taker": True,
+        }
+        frozen = {**common, **frozen_while_pacing}
+        scenarios: list[tuple[str, Callable[..., Any], dict[str, Any]]] = []
         if "special" in parts:
-            say("special faults:")
-            for scenario in (
-                lambda: fourd_unauthorized_mid_run(
-                    redis_url=redis_url, quotes=options.quotes, strict=strict
-                ),
-                lambda: redis_restart_mid_run(quotes=options.quotes, down_for=1.0, strict=strict),
-                lambda: redis_restart_mid_run(
-                    quotes=options.quotes, down_for=LOCK_TTL + 1.5, strict=strict
-                ),
-                lambda: token_rotated_mid_run(
-                    redis_url=redis_url, quotes=options.quotes, strict=strict
-                ),
-            ):
-                outcome = scenario()
-                say("  " + outcome.line())
-                figures.append(outcome.line())
-                problems += [f"{outcome.name}: {p}" for p in outcome.problems]
+            scenarios += [
+                ("special", fourd_unauthorized_mid_run, common),
+                ("special", redis_restart_mid_run, {**own_redis, "down_for": 1.0}),
+                ("special", redis_restart_mid_run, {**own_redis, "down_for": LOCK_TTL + 1.5}),
+                ("special", token_rotated_mid_run, common),
+            ]
         if "concurrency" in parts:
-            say("concurrency:")
-            for check in (
-                lambda: eight_at_once(redis_url=redis_url, quotes=options.quotes, strict=strict),
-                lambda: heartbeat_delayed(
-                    redis_url=redis_url, quotes=options.quotes, strict=strict
-                ),
-                lambda: stopped_past_ttl(redis_url=redis_url, quotes=options.quotes, strict=strict),
-            ):
-                outcome = check()
-                say("  " + outcome.line())
-                figures.append(outcome.line())
-                problems += [f"{outcome.name}: {p}" for p in outcome.problems]
+            scenarios += [
+                ("concurrency", eight_at_once, common),
+                ("concurrency", heartbeat_delayed, common),
+                ("concurrency", stopped_past_ttl, common),
+                ("concurrency", stopped_past_ttl, {**common, "stop_delay": 0.15}),
+                ("concurrency", stopped_past_ttl, frozen),
+                # The same against a company with QBO's duplicate-DocNumber warning on.
+                ("concurrency", stopped_past_ttl, {**frozen, "strict": False}),
+            ]
+        part = ""
+        for n, (section, scenario, arguments) in enumerate(scenarios, 1):
+            if section != part:
+                part = section
+                say(f"{section}:")
+            began = time.monotonic()
+            outcome = scenario(**arguments)
+            say(f"  [{n}/{len(scenarios)}] {outcome.line()} ({time.monotonic() - began:.0f} s)")
+            figures.append(f"{section}: {outcome.line()}")
+            problems += [f"{outcome.name}: {p}" for p in outcome.problems]
     say("")
     say(f"== figures ({time.monotonic() - started:.0f} s) ==")
     for line in figures:

@@ -1,8 +1,12 @@
 """Concurrency: one sync at a time, checked against the Redis lock's history.
 
-The last two tests pin a defect found by this suite (see docs/reliability.md): a run that
-is frozen past its lock's TTL while it waits to send a batch sends that batch when it
-wakes, although another run holds the lock by then.
+The last two tests come from defects this suite found (docs/reliability.md). A run frozen
+(SIGSTOP) past its lock's TTL while it waits to send its last batch:
+- used to finish with exit 1 and advance the watermark without the lock; now exit 3
+  (fixed in the engine: the lock is checked synchronously, also after the last batch);
+- still sends that one batch when it wakes, although another run holds the lock by then:
+  with QBO's duplicate-DocNumber warning off, duplicate invoices. OPEN: needs a lock check
+  after the HTTP client's pacing wait, right before a write goes out.
 """
 
 from __future__ import annotations
