@@ -134,6 +134,9 @@ class LoopbackServer:
 def _make_handler(owner: LoopbackServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body go out as two writes; with Nagle on, the client's delayed ACK
+        # adds ~40 ms to every answer, which would dominate benchmarks and slow tests.
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: Any) -> None:
             pass  # the simulators keep their own request log

@@ -232,7 +232,11 @@ class Company:
             return copy.deepcopy(found) if found else None
 
     def invoices_by_doc(self, doc_number: str | int) -> list[dict[str, Any]]:
-        return [i for i in self.invoices() if i.get("DocNumber") == str(doc_number)]
+        """From the DocNumber index, copying only the matches (audits call it per quote)."""
+        with self.lock:
+            ids = self._docs.get(("Invoice", str(doc_number)), set())
+            rows = [self._store["Invoice"][i] for i in ids if i in self._store["Invoice"]]
+            return copy.deepcopy(sorted(rows, key=lambda e: int(e["Id"])))
 
     def customers(self, *, include_inactive: bool = True) -> list[dict[str, Any]]:
         return [c for c in self._list("Customer") if include_inactive or c.get("Active")]
