@@ -57,14 +57,25 @@ class FourdqboGroup(TyperGroup):
                 raise
             # Under cron nobody can re-run with --debug: keep the traceback in the log file
             # (scrubbed by the privacy filter like every record).
-            logger = logging.getLogger("fourdqbo")
-            if logger.handlers:  # never Python's last-resort handler, which prints to stderr
-                logger.exception("unexpected error")
+            _log_to_files("unexpected error")
             _one_line(
                 f"unexpected error: {type(exc).__name__} "
                 "(details in the log file; --debug shows them here)"
             )
             raise click.exceptions.Exit(1) from None
+
+
+def _log_to_files(message: str) -> None:
+    """Log the exception being handled, with its traceback, to the log files only: the
+    console handler would print the traceback on stderr (and Python's last-resort handler,
+    when logging is not set up, too)."""
+    logger = logging.getLogger("fourdqbo")
+    record = logger.makeRecord(
+        logger.name, logging.ERROR, __file__, 0, message, None, sys.exc_info()
+    )
+    for handler in logger.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)  # its own filters (privacy, run id) apply
 
 
 def _debug(ctx: click.Context) -> bool:
