@@ -152,7 +152,7 @@ def run(
     from fourdqbo.sync.engine import RunOptions, SilentProgress, SyncEngine
     from fourdqbo.sync.healthcheck import ping
 
-    since_value = datetime_option(since, "--since") if since else None
+    since_value = datetime_option(since, "--since") if since is not None else None
     quotes = tuple(q.strip() for q in quote)
     if any(not q for q in quotes):
         from fourdqbo.errors import ConfigError
