@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shlex
 import threading
 from pathlib import Path
@@ -37,6 +38,11 @@ def serve(
     from fourdqbo.errors import ConfigError
     from fourdqbo.sandbox.server import Sandbox
 
+    # click's FloatRange lets NaN through (every comparison with it is false), and an
+    # infinite latency would hang every caller.
+    for flag, number in (("--fault-rate", fault_rate), ("--latency-ms", latency_ms)):
+        if not math.isfinite(number):
+            raise ConfigError(f"{flag}: expected a finite number, not {number}")
     try:
         sandbox = Sandbox(
             seed=seed, quotes=quotes, port=port, fault_rate=fault_rate, latency_ms=latency_ms
