@@ -562,49 +562,104 @@ def crash_figures(results: Sequence[CrashResult]) -> str:
 class FaultResult:
     seed: int
     runs: list[int] = field(default_factory=list)
+    rounds: int = 0
+    runs_per_round: list[int] = field(default_factory=list)
+    changes: Counter[str] = field(default_factory=Counter)
     faults: Counter[str] = field(default_factory=Counter)
     requests: int = 0
     audit: Audit | None = None
     problems: list[str] = field(default_factory=list)
 
 
+def change_quotes(sandbox: Sandbox, rng: random.Random, scale: int = 1) -> Counter[str]:
+    """What happens in 4D between two runs: edits (updates), completed quotes re-opened
+    (deletes), open quotes completed and new completed quotes (creates, new customers)."""
+    practice = sandbox.practice
+    keep = {sandbox.facts.conflict_quote}  # its invoice is paid: a conflict, left alone
+    completed = sorted(set(practice.completed_numbers()) - keep)
+    open_quotes = sorted(q.number for q in practice.quotes() if q.status_id in (0, 1))
+    chosen = rng.sample(completed, 23 * scale)
+    edits, reopen = chosen[: 15 * scale], chosen[15 * scale :]
+    done: Counter[str] = Counter()
+    for number in edits:
+        practice.edit_quote(number)
+        done["edited"] += 1
+    for number in reopen:
+        practice.set_status(number, 1)
+        done["re-opened"] += 1
+    for number in rng.sample(open_quotes, min(10 * scale, len(open_quotes))):
+        practice.set_status(number, 4)
+        done["completed"] += 1
+    for _ in range(5 * scale):
+        practice.add_quote(status_id=4)
+        done["new"] += 1
+    return done
+
+
 def faults_once(
-    *, redis_url: str, seed: int, quotes: int, rate: float = 0.10, max_runs: int = 8, **world: Any
+    *,
+    redis_url: str,
+    seed: int,
+    quotes: int,
+    rate: float = 0.10,
+    rounds: int = 2,
+    max_runs: int = 8,
+    **world: Any,
 ) -> FaultResult:
-    """Mixed faults on both services until a run gets through with nothing failed.
+    """Mixed faults on both services: the first sync, then `rounds` rounds of changes in 4D
+    (edits, re-opened, completed and new quotes); after each, runs until one gets through
+    with nothing failed, and the audit.
 
     A sync makes a few hundred 4D requests but only a dozen or two QBO requests (batches
-    of 30), so 10% alone may spare QBO's writes: the first QBO writes also meet the faults
-    that lose an answer (committed then dropped, timed out, dropped before processing).
+    of 30), so 10% alone may spare QBO's writes: the first QBO writes of each round also
+    meet the faults that lose an answer (committed then dropped, timed out, dropped).
     """
     result = FaultResult(seed)
+    rng = random.Random(seed)
     with World(seed=seed, quotes=quotes, redis_url=redis_url, **world) as w:
         for service in ("fourd", "qbo"):
             knobs = w.sandbox.knobs.of(service)
             knobs.fault_rate = rate
             knobs.fault_weights = {kind: 1.0 for kind in FAULT_KINDS}
             knobs.retry_after_share = 0.5  # 429 with and without Retry-After on both
-        for kind in LOST_ANSWERS:
-            w.sandbox.inject("qbo", kind, writes_only=True)
-        for _ in range(max_runs):
-            run = w.run()
-            result.runs.append(run.code)
-            if run.finished:
-                break
-            if run.code not in (0, 1, 3):
-                result.problems.append(f"run exit {run.code}: {run.stderr.strip()[-300:]}")
-        else:
-            result.problems.append(f"no run got through in {max_runs}: exits {result.runs}")
+        for round_number in range(rounds + 1):
+            if round_number:
+                result.changes.update(change_quotes(w.sandbox, rng))
+            w.sandbox.knobs.qbo.scripted.clear()
+            for kind in LOST_ANSWERS:
+                w.sandbox.inject("qbo", kind, writes_only=True)
+            attempt = 0
+            while attempt < max_runs:
+                attempt += 1
+                run = w.run()
+                result.runs.append(run.code)
+                if run.finished:
+                    break
+                if run.code not in (0, 1, 3):
+                    result.problems.append(f"run exit {run.code}: {run.stderr.strip()[-300:]}")
+            else:
+                result.problems.append(f"no run got through in {max_runs}: exits {result.runs}")
+            result.rounds += 1
+            result.runs_per_round.append(attempt)
+            check = w.audit()
+            if not check.converged:
+                result.problems.append(f"round {round_number}: not converged: {check.summary()}")
+            result.audit = check if result.audit is None else _merge(result.audit, check)
         records = w.sandbox.requests
         result.requests = sum(1 for r in records if r.service in ("fourd", "qbo"))
         for record in records:
             if record.fault in FAULT_KINDS:
                 result.faults[f"{record.service}:{record.fault}"] += 1
-        result.audit = w.audit()
-        if not result.audit.converged:
-            result.problems.append("not converged: " + result.audit.summary())
         result.problems += lock_history_problems(w.store.lock_history())
     return result
+
+
+def _merge(first: Audit, second: Audit) -> Audit:
+    """Every finding of two audits (a quote found twice counts once)."""
+    merged = Audit()
+    for name in ("duplicates", "missing", "mismatched", "stray", "duplicate_customers", "paid"):
+        setattr(merged, name, sorted(set(getattr(first, name)) | set(getattr(second, name))))
+    return merged
 
 
 def faults_suite(
@@ -616,9 +671,11 @@ def faults_suite(
         result = faults_once(redis_url=redis_url, seed=seed, quotes=quotes, strict=strict)
         results.append(result)
         audit_text = result.audit.summary() if result.audit else "no audit"
+        changes = ", ".join(f"{n} {what}" for what, n in result.changes.items())
         say(
-            f"  seed {seed}: {sum(result.faults.values())} faults injected in "
-            f"{result.requests} requests; runs exit {result.runs}; {audit_text}"
+            f"  seed {seed}: first sync + {result.rounds - 1} rounds of changes ({changes}); "
+            f"{sum(result.faults.values())} faults injected in {result.requests} requests; "
+            f"runs exit {result.runs}; {audit_text}"
             + (f"  PROBLEMS: {result.problems}" if result.problems else "")
         )
     return results
@@ -631,11 +688,19 @@ def faults_figures(results: Sequence[FaultResult]) -> str:
     by_kind: Counter[str] = Counter()
     for key, n in total.items():
         by_kind[key.split(":", 1)[1]] += n
+    by_service: Counter[str] = Counter()
+    for key, n in total.items():
+        by_service[key.split(":", 1)[0]] += n
     audits = [r.audit for r in results if r.audit is not None]
-    runs = [len(r.runs) for r in results]
+    runs = [n for r in results for n in r.runs_per_round]
+    requests = sum(r.requests for r in results)
+    scripted = len(LOST_ANSWERS) * sum(r.rounds for r in results)
+    kinds = ", ".join(f"{k} {by_kind[k]}" for k in FAULT_KINDS)
     return (
-        f"{len(results)} seeds, {sum(total.values())} faults injected "
-        f"({', '.join(f'{k} {by_kind[k]}' for k in FAULT_KINDS)}), runs to converge "
+        f"{len(results)} seeds, {sum(total.values())} faults in {requests} requests "
+        f"(4D {by_service['fourd']}, QBO {by_service['qbo']} of which up to {scripted} scripted on "
+        f"the first QBO writes of each round; {kinds}), "
+        "runs to converge per round "
         f"{min(runs, default=0)}-{max(runs, default=0)}, "
         f"{sum(len(a.duplicates) for a in audits)} duplicates, "
         f"{sum(len(a.mismatched) for a in audits)} mismatches, "
@@ -743,7 +808,7 @@ def redis_restart_mid_run(
             if "Traceback" in first.stderr:
                 result.problems.append("a traceback on stderr")
             result.notes.append(
-                "first run: " + (first.stderr.strip().splitlines() or ["(no message)"])[-1][:100]
+                "first run: " + (first.stderr.strip().splitlines() or ["(no message)"])[-1][:160]
             )
             w.latency()
             _converge_and_audit(w, result)

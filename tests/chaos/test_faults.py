@@ -14,12 +14,15 @@ pytestmark = pytest.mark.integration
 QUOTES = 100
 
 
-def test_ten_percent_mixed_faults_on_both_services_converge_without_duplicates(
+def test_ten_percent_mixed_faults_on_both_services_converge_through_creates_updates_deletes(
     chaos: ModuleType, redis_url: str, world_options: dict[str, object]
 ) -> None:
-    result = chaos.faults_once(redis_url=redis_url, seed=101, quotes=QUOTES, **world_options)
+    result = chaos.faults_once(
+        redis_url=redis_url, seed=101, quotes=QUOTES, rounds=1, **world_options
+    )
     assert result.problems == []
     assert result.audit is not None and result.audit.converged
+    assert result.rounds == 2 and result.changes["edited"] and result.changes["re-opened"]
     # The faults were there, on both sides.
     services = {key.split(":")[0] for key in result.faults}
     assert services == {"fourd", "qbo"}, result.faults
