@@ -334,6 +334,7 @@ PHASE_MATCH: dict[str, Callable[[RequestRecord], bool]] = {
     "fetch": is_quote_fetch,
     "customers": is_customer_batch,
     "invoices": is_invoice_batch,
+    "updates": is_invoice_batch,  # of a run after changes in 4D (updates, deletes, creates)
 }
 
 
@@ -410,7 +411,12 @@ class KillPoint:
     delay: float  # ... and this many seconds later
 
     def __str__(self) -> str:
-        what = {"fetch": "quote fetch", "customers": "customer batch", "invoices": "invoice batch"}
+        what = {
+            "fetch": "quote fetch",
+            "customers": "customer batch",
+            "invoices": "invoice batch",
+            "updates": "invoice batch (update/delete/create) of a later run",
+        }
         return f"after {what[self.phase]} #{self.k} +{self.delay * 1000:.0f} ms"
 
 
@@ -450,6 +456,7 @@ def phase_sizes(seed: int, quotes: int) -> dict[str, int]:
 class CrashResult:
     point: KillPoint
     reached: bool = False
+    killed: bool = False
     lock_free_after: float | None = None
     watermark_kept: bool = False
     runs: list[int] = field(default_factory=list)
@@ -464,20 +471,34 @@ def crash_once(
     """SIGKILL one run at `point`, then check the lock, the watermark and convergence."""
     result = CrashResult(point)
     with World(seed=seed, quotes=quotes, redis_url=redis_url, **world) as w:
-        overlap = timedelta(seconds=w.settings.sync_overlap_seconds)
-        watermark = w.sandbox.initial_from + overlap  # a watermark that the window starts at
-        w.store.reset_watermark(watermark)
+        if point.phase == "updates":
+            # A first complete sync, then 4D changes: the killed run updates, deletes and
+            # creates invoices.
+            first = w.run()
+            if not first.finished:
+                result.problems.append(f"the first sync did not finish: exit {first.code}")
+            change_quotes(w.sandbox, random.Random(seed * 1000 + point.k), scale=2)
+        else:
+            overlap = timedelta(seconds=w.settings.sync_overlap_seconds)
+            # A watermark that the window starts at (rather than SYNC_INITIAL_FROM).
+            w.store.reset_watermark(w.sandbox.initial_from + overlap)
+        watermark = w.store.watermark()
+        assert watermark is not None
+        start = len(w.sandbox.requests)
         w.latency(fourd_ms=15, qbo_ms=120)  # long enough phases to land in
         victim = w.spawn("--quiet")
-        result.reached = wait_for_requests(w.sandbox, PHASE_MATCH[point.phase], point.k, victim)
+        result.reached = wait_for_requests(
+            w.sandbox, PHASE_MATCH[point.phase], point.k, victim, start=start
+        )
         if point.delay:
             time.sleep(point.delay)
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=10)
         killed_at = time.monotonic()
+        result.killed = victim.returncode == -signal.SIGKILL  # not when it had just finished
         if not result.reached:
             result.problems.append(f"the run ended (exit {victim.returncode}) before {point}")
-        result.writes_before_kill = sum(1 for r in w.sandbox.requests if is_qbo_write(r))
+        result.writes_before_kill = sum(1 for r in w.sandbox.requests[start:] if is_qbo_write(r))
         w.latency()
         held = w.store.lock_holder() is not None
         free = w.wait_lock_free(timeout=w.lock_ttl * 2)
@@ -513,14 +534,27 @@ def crash_once(
 
 
 def crash_suite(
-    *, redis_url: str, count: int, seed: int, quotes: int, strict: bool = True
+    *,
+    redis_url: str,
+    count: int,
+    seed: int,
+    quotes: int,
+    later: int = 0,
+    strict: bool = True,
 ) -> list[CrashResult]:
+    """`count` kill points in a first sync, and `later` in a run after changes in 4D."""
     sizes = phase_sizes(seed, quotes)
     points = kill_points(count, seed, sizes)
+    rng = random.Random(seed + 1)
+    points += [
+        KillPoint("updates", 1 + n % 3, rng.choice((0.0, round(rng.uniform(0, 0.25), 3))))
+        for n in range(later)
+    ]
     say(
-        f"crash: {count} kill points on {quotes} quotes "
+        f"crash: {len(points)} kill points on {quotes} quotes: {count} in a first sync "
         f"({sizes['fetch']} fetches, ~{sizes['customers']} customer batches, "
-        f"{sizes['invoices']} invoice batches), lock TTL {LOCK_TTL:g} s"
+        f"{sizes['invoices']} invoice batches), {later} in a later run that updates, deletes "
+        f"and creates after 76 changes in 4D (3 invoice batches); lock TTL {LOCK_TTL:g} s"
     )
     results = []
     for n, point in enumerate(points, 1):
@@ -529,8 +563,10 @@ def crash_suite(
         audit_text = result.audit.summary() if result.audit else "no audit"
         freed = f"{result.lock_free_after:.2f} s" if result.lock_free_after is not None else "never"
         say(
-            f"  [{n:2}/{len(points)}] {point}: {result.writes_before_kill} QBO writes before "
-            f"the kill; lock free after {freed}; watermark "
+            f"  [{n:2}/{len(points)}] {point}: "
+            + ("" if result.killed else "(the run had finished: no kill) ")
+            + f"{result.writes_before_kill} QBO writes before the kill; lock free after {freed}; "
+            "watermark "
             f"{'kept' if result.watermark_kept else 'moved'}; clean runs exit {result.runs}; "
             f"{audit_text}" + (f"  PROBLEMS: {result.problems}" if result.problems else "")
         )
@@ -546,12 +582,15 @@ def crash_figures(results: Sequence[CrashResult]) -> str:
     customers = sum(len(a.duplicate_customers) for a in audits)
     freed = [r.lock_free_after for r in results if r.lock_free_after is not None]
     by_phase = Counter(r.point.phase for r in results)
+    phases = ", ".join(f"{n} {phase}" for phase, n in by_phase.items())
+    killed = sum(r.killed for r in results)
     return (
-        f"{len(results)} kill points, {duplicates} duplicates, {mismatches} mismatches"
-        f" ({', '.join(f'{by_phase[p]} {p}' for p in PHASES)}; {missing} missing, {stray} stray,"
-        f" {customers} duplicate customers; lock free again after at most "
+        f"{killed} kill points, {duplicates} duplicates, {mismatches} mismatches"
+        f" ({phases}; {missing} missing, {stray} stray,"
+        f" {customers} duplicate customers; {len(results) - killed} more runs finished before "
+        "their kill; lock free again after at most "
         f"{max(freed, default=float('nan')):.2f} s of a {LOCK_TTL:g} s TTL; watermark kept "
-        f"after {sum(r.watermark_kept for r in results)}/{len(results)} kills)"
+        f"after {sum(r.watermark_kept for r in results if r.killed)}/{killed} kills)"
     )
 
 
@@ -1212,7 +1251,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--only", default="crash,faults,special,concurrency", help="comma-separated parts"
     )
-    parser.add_argument("--kill-points", type=int, default=24)
+    parser.add_argument("--kill-points", type=int, default=24, help="in a first sync")
+    parser.add_argument(
+        "--later-kill-points", type=int, default=6, help="in a run after changes in 4D"
+    )
     parser.add_argument("--fault-seeds", type=int, default=5)
     parser.add_argument("--quotes", type=int, default=300)
     parser.add_argument("--seed", type=int, default=1)
@@ -1240,6 +1282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             crashes = crash_suite(
                 redis_url=redis_url,
                 count=options.kill_points,
+                later=options.later_kill_points,
                 seed=options.seed,
                 quotes=quotes,
                 strict=strict,

@@ -1,4 +1,5 @@
-"""Crash consistency: SIGKILL a run while it fetches, creates customers or writes invoices.
+"""Crash consistency: SIGKILL a run while it fetches, creates customers or writes invoices
+(creates in a first sync; updates, deletes and creates in a later one).
 
 After each kill the lock frees itself within its TTL, the watermark stays where it was,
 and one clean run converges: one invoice per completed quote, equal to its draft, no
@@ -19,8 +20,13 @@ SEED = 1
 
 @pytest.mark.parametrize(
     ("phase", "k", "delay"),
-    [("fetch", 30, 0.0), ("customers", 1, 0.05), ("invoices", 2, 0.0)],
-    ids=["while-fetching", "while-creating-customers", "while-writing-invoices"],
+    [("fetch", 30, 0.0), ("customers", 1, 0.05), ("invoices", 2, 0.0), ("updates", 2, 0.0)],
+    ids=[
+        "while-fetching",
+        "while-creating-customers",
+        "while-writing-invoices",
+        "while-updating-and-deleting-after-changes-in-4d",
+    ],
 )
 def test_killed_run_frees_its_lock_keeps_the_watermark_and_the_next_run_converges(
     chaos: ModuleType,
@@ -33,6 +39,7 @@ def test_killed_run_frees_its_lock_keeps_the_watermark_and_the_next_run_converge
     point = chaos.KillPoint(phase, k, delay)
     result = chaos.crash_once(point, redis_url=redis_url, seed=SEED, quotes=QUOTES, **world_options)
     assert result.reached, f"the run ended before {point}"
+    assert result.killed
     assert result.problems == []
     assert result.lock_free_after is not None
     assert result.lock_free_after <= chaos.LOCK_TTL + chaos.LOCK_FREE_SLACK
