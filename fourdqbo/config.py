@@ -253,6 +253,7 @@ def load_settings(
     merged: dict[str, str] = {}
     if dotenv_path is not None and Path(dotenv_path).is_file():
         try:
+            _check_dotenv_syntax(Path(dotenv_path))
             file_values = dotenv_values(dotenv_path)
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read {dotenv_path}: {exc.__class__.__name__}") from None
@@ -264,6 +265,20 @@ def load_settings(
         if (merged.get(legacy) or "").strip() and not (merged.get(modern) or "").strip():
             merged[modern] = merged[legacy]
     return _build(merged)
+
+
+def _check_dotenv_syntax(path: Path) -> None:
+    """A line python-dotenv cannot parse would be skipped with a warning, silently keeping
+    a default (`SYNC_REOPENED_ACTION void` missing its `=`): refuse the file instead,
+    naming the line but not its text (it may hold a secret)."""
+    from dotenv.parser import parse_stream
+
+    with path.open(encoding="utf-8") as stream:
+        for binding in parse_stream(stream):
+            if binding.error:
+                raise ConfigError(
+                    f"{path}: line {binding.original.line} is not NAME=value; fix or remove it"
+                )
 
 
 def _build(raw: Mapping[str, str]) -> Settings:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import os
 import re
 import sys
 import threading
@@ -94,6 +95,14 @@ class RunContext(logging.Filter):
         return True
 
 
+class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """A rotating log whose files are created owner-only (0600): they hold patient ids."""
+
+    def _open(self):  # type: ignore[no-untyped-def]
+        descriptor = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        return os.fdopen(descriptor, self.mode, encoding=self.encoding, errors=self.errors)
+
+
 FILE_FORMAT = "%(asctime)s %(levelname)s run=%(run_id)s %(name)s: %(message)s"
 
 
@@ -106,8 +115,8 @@ def setup_logging(logs_dir: Path, *, verbose: bool = False, console: bool = True
     logger.propagate = False
     privacy, context = PrivacyFilter(), RunContext()
     try:
-        logs_dir.mkdir(parents=True, exist_ok=True)
-        file_handler = logging.handlers.RotatingFileHandler(
+        logs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        file_handler = PrivateRotatingFileHandler(
             logs_dir / "fourdqbo.log", maxBytes=5_000_000, backupCount=10, encoding="utf-8"
         )
         file_handler.setLevel(logging.INFO)

@@ -707,3 +707,12 @@ def test_healthcheck_url_path_is_masked_in_config_show() -> None:
     shown = settings.shown()["HEALTHCHECK_URL"]
     assert shown == "https://hc-ping.com/***"
     assert "secret" not in shown
+
+
+def test_unparsable_dotenv_line_is_refused_naming_the_line(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("FOURD_CLIENT_ID=abc\nSYNC_REOPENED_ACTION void\nQBO_CLIENT_SECRET=s3cr3t\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings({}, dotenv_path=dotenv)
+    assert "line 2" in str(caught.value)
+    assert "void" not in str(caught.value)

@@ -246,3 +246,19 @@ def test_terminal_console_logs_go_to_stderr_not_stdout(
     assert "throttled for" in terminal.getvalue()
     assert "redacted" in terminal.getvalue()  # rich highlights the brackets
     assert "Leocadia" not in terminal.getvalue()
+
+
+def test_log_files_are_owner_only(fresh_logging: logging.Logger, tmp_path: Path) -> None:
+    import os
+    import stat
+
+    old = os.umask(0)
+    try:
+        setup_logging(tmp_path / "logs", console=False)
+        logging.getLogger("fourdqbo.x").warning("quote 10023 synced")
+    finally:
+        os.umask(old)
+    log_file = tmp_path / "logs" / "fourdqbo.log"
+    assert stat.S_IMODE(log_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "logs").stat().st_mode) == 0o700
+    assert "quote 10023 synced" in log_file.read_text()

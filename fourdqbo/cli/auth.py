@@ -35,10 +35,18 @@ app = typer.Typer(
 # is repeated here for the same reason (tests/test_startup.py keeps the two equal).
 CALLBACK_TIMEOUT_SECONDS = 300.0
 
+
+def _finite_timeout(value: float) -> float:
+    # click's FloatRange lets nan through (every comparison with nan is false).
+    if not 1 <= value <= 86_400:
+        raise typer.BadParameter("expected seconds between 1 and 86400")
+    return value
+
+
 _TIMEOUT = typer.Option(
     CALLBACK_TIMEOUT_SECONDS,
     "--timeout",
-    min=1,
+    callback=_finite_timeout,
     help="Seconds to wait for the browser to come back.",
 )
 

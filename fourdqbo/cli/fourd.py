@@ -7,7 +7,8 @@ settings. Patient names appear on the operator's own screen here, never in the l
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,8 @@ from fourdqbo.cli.output import (
     emit_json,
     emit_pairs,
     emit_table,
+    info,
+    required_text,
 )
 from fourdqbo.emr.records import Patient, Quote, RecordError, quote_number, record_document
 from fourdqbo.errors import ConfigError
@@ -71,6 +74,18 @@ def _client(ctx: typer.Context) -> FourDClient:
     return FourDClient(settings_of(ctx))
 
 
+@contextlib.contextmanager
+def _not_found_exits_1(message: str) -> Iterator[None]:
+    """ "Not there" is an answer, not an upstream failure: exit 1 like `qbo get-invoice`."""
+    from fourdqbo.emr.client import NotFound
+
+    try:
+        yield
+    except NotFound:
+        info(message)
+        raise typer.Exit(1) from None
+
+
 @app.command("get-patient")
 def get_patient(
     ctx: typer.Context,
@@ -81,10 +96,8 @@ def get_patient(
 
     Example: fourdqbo 4d get-patient 12345
     """
-    ident = patient_id.strip()
-    if not ident:
-        raise ConfigError("PATIENT_ID must not be empty")
-    with _client(ctx) as client:
+    ident = required_text(patient_id, "PATIENT_ID")
+    with _client(ctx) as client, _not_found_exits_1(f"no patient {ident} in 4D"):
         patient = client.get_patient(ident)
     if as_json:
         emit_json(record_document(patient))
@@ -178,7 +191,7 @@ def get_quote(
         wanted = quote_number(number)
     except RecordError:
         raise ConfigError(f"PRICE_QUOTE_NO: not a price quote number: {number!r}") from None
-    with _client(ctx) as client:
+    with _client(ctx) as client, _not_found_exits_1(f"no price quote {wanted} in 4D"):
         quote = client.get_quote(wanted)
     if as_json:
         emit_json(record_document(quote))

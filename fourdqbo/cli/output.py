@@ -115,3 +115,11 @@ def datetime_option(value: str, flag: str) -> datetime:
         return parse_cli_datetime(value)
     except ValueError as exc:
         raise ConfigError(f"{flag}: {exc}") from None
+
+
+def required_text(value: str, name: str) -> str:
+    """A positional argument that must not be empty (checked before any call)."""
+    text = value.strip()
+    if not text:
+        raise ConfigError(f"{name} must not be empty")
+    return text

@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from fourdqbo.cli.context import settings_of
-from fourdqbo.cli.output import Column, date_option, emit_json, emit_pairs, emit_table, info
+from fourdqbo.cli.output import (
+    Column,
+    date_option,
+    emit_json,
+    emit_pairs,
+    emit_table,
+    info,
+    required_text,
+)
 from fourdqbo.timefmt import iso_z
 
 if TYPE_CHECKING:
@@ -120,6 +128,7 @@ def get_invoice(
 
     Example: fourdqbo qbo get-invoice 10023 --json
     """
+    doc_number = required_text(doc_number, "DOCNUMBER")
     with _client(ctx) as client:
         invoices = client.get_invoice_by_doc(doc_number)
     if as_json:
@@ -151,6 +160,7 @@ def get_customer(
 
     Example: fourdqbo qbo get-customer 1042.JQD
     """
+    display_name = required_text(display_name, "DISPLAY_NAME")
     with _client(ctx) as client:
         customer = client.get_customer_by_name(display_name)
     if as_json:

@@ -321,3 +321,11 @@ def test_revoke_removes_the_token(sim: Sim) -> None:
     assert not sim.token_file.exists()
     assert sim.service.check_access(token.access_token) == "unknown"
     one_line_error(sim.run("status"), 2)
+
+
+@pytest.mark.parametrize("value", ["nan", "0", "inf"])
+def test_login_timeout_must_be_finite_seconds(value: str) -> None:
+    result = CliRunner().invoke(app, ["auth", "login", "--no-browser", "--timeout", value])
+    assert result.exit_code == 2
+    assert "--timeout" in result.stderr
+    assert "Traceback" not in result.output

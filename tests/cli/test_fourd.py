@@ -348,11 +348,22 @@ def test_401_exits_3_with_4ds_message_on_one_line(
 
 
 @pytest.mark.usefixtures("env")
-def test_unknown_quote_exits_3(runner: CliRunner, fourd: respx.MockRouter) -> None:
+def test_unknown_quote_exits_1_like_qbo_get_invoice(
+    runner: CliRunner, fourd: respx.MockRouter
+) -> None:
     fourd.get("/quotes").mock(return_value=answer({"message": "Price quote not found"}, 404))
     result = run(runner, "4d", "get-quote", "10023")
-    assert result.exit_code == 3
-    assert result.stderr.strip() == "fourdqbo: 4D has no quote 10023"
+    assert result.exit_code == 1
+    assert result.stderr.strip() == "no price quote 10023 in 4D"
+    assert result.stdout == ""
+
+
+@pytest.mark.usefixtures("env")
+def test_unknown_patient_exits_1(runner: CliRunner, fourd: respx.MockRouter) -> None:
+    fourd.get("/patients/999").mock(return_value=answer({"message": "Patient not found"}, 404))
+    result = run(runner, "4d", "get-patient", "999")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == "no patient 999 in 4D"
 
 
 @pytest.mark.usefixtures("env")

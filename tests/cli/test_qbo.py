@@ -277,3 +277,14 @@ def test_every_qbo_command_has_an_example_in_its_help() -> None:
         assert result.exit_code == 0
         assert "Example: fourdqbo qbo " + command in result.stdout
         assert "--json" in result.stdout
+
+
+@pytest.mark.parametrize("command", ["get-invoice", "get-customer"])
+def test_empty_argument_is_exit_2_before_any_call(command: str) -> None:
+    with respx.mock(assert_all_called=False) as router:
+        result = CliRunner().invoke(app, ["qbo", command, "  "], env=dict(QBO_TEST_ENV))
+        assert router.calls.call_count == 0
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        f"fourdqbo: {'DOCNUMBER' if command == 'get-invoice' else 'DISPLAY_NAME'} must not be empty"
+    ]
