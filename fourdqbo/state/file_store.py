@@ -237,16 +237,21 @@ class FileStateStore(StateStore):
 
     def lock_holder(self) -> LockInfo | None:
         with self._using_files():
-            document = self._read("lock.json", None)
-            if document is None or not self._holder_alive():
+            if not self._holder_alive():
                 return None  # a side file left by a dead process holds nothing
+            document = self._read("lock.json", None)
+            if document is None:
+                return None
         return lock_info(document, None)
 
     def break_lock(self) -> LockInfo | None:
         """Remove a dead holder's side file. A live holder's flock cannot be taken away:
         then its info is returned and left in place (`lock_holder` still reports it)."""
         with self._using_files(), self._guarded():
-            document = self._read("lock.json", None)
+            try:
+                document = self._read("lock.json", None)
+            except StateStoreError:
+                document = {}  # not even JSON: remove it all the same
             if document is None:
                 return None
             try:

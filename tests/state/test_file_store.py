@@ -163,3 +163,18 @@ def test_a_new_owners_side_file_survives_a_stale_release(store: FileStateStore) 
     first.release()
     holder = store.lock_holder()
     assert holder is not None and holder.run_id == "run-b"
+
+
+def test_a_corrupt_lock_note_of_a_dead_run_is_no_holder_and_unlock_removes_it(
+    store: FileStateStore, root: Path
+) -> None:
+    lock = store.acquire_lock("run-a", ttl_seconds=5)
+    assert lock is not None
+    lock.release()
+    (root / REALM / "lock.json").write_text("{not json")
+    assert store.lock_holder() is None
+    assert store.break_lock() is None
+    assert not (root / REALM / "lock.json").exists()
+    again = store.acquire_lock("run-b", ttl_seconds=5)
+    assert again is not None
+    again.release()
