@@ -546,10 +546,11 @@ def crash_suite(
     sizes = phase_sizes(seed, quotes)
     points = kill_points(count, seed, sizes)
     rng = random.Random(seed + 1)
-    points += [
-        KillPoint("updates", 1 + n % 3, rng.choice((0.0, round(rng.uniform(0, 0.25), 3))))
-        for n in range(later)
-    ]
+    for n in range(later):
+        k = 1 + n % 3
+        # A delay after the last batch would land after the run ended: no kill.
+        delay = 0.0 if k == 3 else rng.choice((0.0, round(rng.uniform(0, 0.25), 3)))
+        points.append(KillPoint("updates", k, delay))
     say(
         f"crash: {len(points)} kill points on {quotes} quotes: {count} in a first sync "
         f"({sizes['fetch']} fetches, ~{sizes['customers']} customer batches, "
@@ -565,7 +566,7 @@ def crash_suite(
         say(
             f"  [{n:2}/{len(points)}] {point}: "
             + ("" if result.killed else "(the run had finished: no kill) ")
-            + f"{result.writes_before_kill} QBO writes before the kill; lock free after {freed}; "
+            + f"{result.writes_before_kill} QBO writes before it; lock free after {freed}; "
             "watermark "
             f"{'kept' if result.watermark_kept else 'moved'}; clean runs exit {result.runs}; "
             f"{audit_text}" + (f"  PROBLEMS: {result.problems}" if result.problems else "")
