@@ -859,42 +859,50 @@ def redis_restart_mid_run(
 
 
 def token_rotated_mid_run(
-    *, redis_url: str, seed: int = 13, quotes: int = 300, after_batches: int = 2, **world: Any
+    *,
+    redis_url: str,
+    seed: int = 13,
+    quotes: int = 300,
+    after_batches: int = 2,
+    racer: bool = False,
+    **world: Any,
 ) -> ScenarioResult:
-    """Another process refreshes (rotates) the QBO token while a run writes; then every
-    access token expires, so the run must refresh with the rotated refresh token from the
-    file, racing yet another process doing the same. The run must still finish."""
-    result = ScenarioResult("QBO refresh token rotated by another process mid-run")
+    """Another process refreshes (rotates) the QBO token while a run writes customers; then
+    every access token expires, so the run meets a 401 and must refresh with the rotated
+    refresh token from the file (the replaced one is dead). With `racer`, a third process
+    refreshes at that same instant: the run must use what it wrote. The run must finish."""
+    name = "QBO refresh token rotated by another process mid-run"
+    result = ScenarioResult(name + (", a third one refreshing with the run" if racer else ""))
     with World(seed=seed, quotes=quotes, redis_url=redis_url, **world) as w:
         oauth = w.sandbox.oauth
         oauth.refresh_grace_seconds = 0  # a replaced refresh token dies at once
-        w.latency(qbo_ms=120)
+        w.latency(qbo_ms=300)  # the run outlasts the outside refreshes (~3 s of writes left)
+        third = Launched(w, [], command=("auth", "refresh")) if racer else None
+        if third is not None:
+            third.wait_ready()
         started = time.monotonic()
         run = w.spawn("--json")
-        if not wait_for_requests(w.sandbox, is_invoice_batch, after_batches, run):
+        if not wait_for_requests(w.sandbox, is_customer_batch, after_batches, run):
             result.problems.append("the run ended before the rotation")
         other = w.fourdqbo("auth", "refresh")
         if other.returncode != 0:
             result.problems.append(f"`auth refresh` in another process: exit {other.returncode}")
-        # Every access token issued so far expires now (sandbox clock +1 h): the run's next
-        # QBO call is a 401, and a second outside refresh races the run's own.
+        # The run goes on with the rotated token from the file. A second later (requests
+        # that left with the old token are answered by then) every access token issued so
+        # far expires (sandbox clock +1 h): the run's next QBO call is a 401 and it must
+        # refresh with the rotated refresh token. (A token issued after the jump is valid.)
+        time.sleep(1.0)
         w.sandbox.clock.advance(oauth.access_ttl + 1)
-        racer = subprocess.Popen(
-            [sys.executable, "-m", "fourdqbo", "auth", "refresh"],
-            env=w.process_env(),
-            cwd=w.directory,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        if third is not None:
+            third.go()
         first = finish(run, started, 120)
-        racer_code = racer.wait(timeout=60)
+        racer_code = third.join(timeout=60) if third is not None else None
         result.runs.append(first.code)
         if not first.finished:
             result.problems.append(
                 f"the run did not finish: exit {first.code}: {first.stderr.strip()[-200:]}"
             )
-        if racer_code != 0:
+        if racer_code not in (None, 0):
             result.problems.append(f"the racing `auth refresh`: exit {racer_code}")
         refreshes = [e for e in oauth.token_requests if e["grant_type"] == "refresh_token"]
         refused = [e for e in refreshes if not e["ok"]]
@@ -903,9 +911,20 @@ def token_rotated_mid_run(
         auth_failures = sum(
             1 for r in w.sandbox.requests_to("qbo") if r.status == 401 and r.fault is None
         )
+        outside = (other.returncode == 0) + (racer_code == 0)  # `auth refresh` always refreshes
+        own = len(refreshes) - outside
+        if not racer and own < 1:
+            result.problems.append("the run met the expiry but did not refresh")
+        if not auth_failures:
+            result.problems.append("the run met no 401: the scenario missed its point")
         result.notes.append(
-            f"{len(refreshes)} refreshes ({len(refused)} refused), {auth_failures} QBO 401s "
-            "answered by a refresh"
+            f"{len(refreshes)} refreshes ({outside} by other processes, {own} by the run, "
+            f"{len(refused)} refused); the run met {auth_failures} QBO 401(s) and carried on"
+            + (
+                " with the token another process had written"
+                if not own
+                else ", refreshing with the rotated refresh token it read from the file"
+            )
         )
         w.latency()
         _converge_and_audit(w, result)
@@ -916,12 +935,20 @@ def token_rotated_mid_run(
 
 
 class Launched:
-    """A pre-warmed `fourdqbo sync run` waiting for the word go (see LAUNCHER)."""
+    """A pre-warmed `fourdqbo sync run` (or another command) waiting for the word go (see
+    LAUNCHER)."""
 
-    def __init__(self, world: World, args: Sequence[str], **overrides: str) -> None:
+    def __init__(
+        self,
+        world: World,
+        args: Sequence[str],
+        *,
+        command: Sequence[str] = ("sync", "run"),
+        **overrides: str,
+    ) -> None:
         self.ready_file = world.directory / f"ready-{uuid.uuid4().hex[:8]}"
         self.process = subprocess.Popen(
-            [sys.executable, "-c", LAUNCHER, str(self.ready_file), "sync", "run", *args],
+            [sys.executable, "-c", LAUNCHER, str(self.ready_file), *command, *args],
             env=world.process_env(**overrides),
             cwd=world.directory,
             stdin=subprocess.PIPE,
@@ -1311,6 +1338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ("special", redis_restart_mid_run, {**own_redis, "down_for": 1.0}),
                 ("special", redis_restart_mid_run, {**own_redis, "down_for": LOCK_TTL + 1.5}),
                 ("special", token_rotated_mid_run, common),
+                ("special", token_rotated_mid_run, {**common, "racer": True}),
             ]
         if "concurrency" in parts:
             scenarios += [

@@ -51,11 +51,12 @@ def test_redis_restarted_mid_run_stops_the_run_and_the_next_converges(
     assert result.audit is not None and not result.audit.duplicates
 
 
+@pytest.mark.parametrize("racer", [False, True], ids=["run-refreshes", "third-process-races"])
 def test_refresh_token_rotated_by_another_process_mid_run_does_not_stop_the_run(
-    chaos: ModuleType, redis_url: str, world_options: dict[str, object]
+    chaos: ModuleType, redis_url: str, world_options: dict[str, object], racer: bool
 ) -> None:
     result = chaos.token_rotated_mid_run(
-        redis_url=redis_url, quotes=QUOTES, after_batches=1, **world_options
+        redis_url=redis_url, quotes=200, after_batches=1, racer=racer, **world_options
     )
     assert result.problems == []
     assert result.runs[0] in (0, 1)
