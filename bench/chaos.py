@@ -12,12 +12,14 @@ converge afterwards. Every figure in docs/reliability.md comes from this script:
 Scenarios:
 
 - crash: SIGKILL a run at seeded points while it fetches quotes, creates customers and
-  writes invoices (chosen by watching the sandbox's request log); after each kill the
-  lock must free itself within its TTL, the watermark must not pass unprocessed work, and
-  a clean run must converge (`fourdqbo.sandbox.audit`).
+  writes invoices, and in a later run while it updates and deletes after changes in 4D
+  (chosen by watching the sandbox's request log); after each kill the lock must free
+  itself within its TTL, the watermark must not pass unprocessed work, and a clean run
+  must converge (`fourdqbo.sandbox.audit`).
 - faults: 10% mixed faults on both services (429 with and without Retry-After, 500, 503,
   timeouts, dropped connections, writes committed and their answer dropped) over several
-  seeds; runs repeat until one finishes with nothing failed, then the audit.
+  seeds, through a first sync and rounds of changes in 4D; each round runs until a run
+  finishes with nothing failed, then the audit.
 - special: 4D answering 401 mid-run, Redis restarted mid-run, the QBO refresh token
   rotated by another process mid-run.
 - concurrency: 8 runs started together (one works, seven exit 75 within a second), a
