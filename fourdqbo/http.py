@@ -211,6 +211,9 @@ class HttpTransport:
         self.service = service
         self.policy = policy or RetryPolicy()
         self.counter = counter or RequestCounter()
+        # Called right before each write attempt is sent, after any pacing or backoff wait:
+        # a caller that may lose its right to write meanwhile (the sync lock) raises here.
+        self.before_write: Callable[[], None] | None = None
         self._sleep = sleep
         self._in_flight = threading.BoundedSemaphore(max_in_flight)
         self.client = httpx.Client(
@@ -245,6 +248,8 @@ class HttpTransport:
             attempt += 1
             for limiter, units in pacing:
                 limiter.acquire(units)
+            if not idempotent and self.before_write is not None:
+                self.before_write()
             try:
                 with self._in_flight:
                     response = self.client.request(

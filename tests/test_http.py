@@ -13,7 +13,7 @@ import respx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fourdqbo.errors import OutcomeUnknown, UpstreamError
+from fourdqbo.errors import OutcomeUnknown, StateStoreError, UpstreamError
 from fourdqbo.http import (
     HttpTransport,
     RateLimiter,
@@ -664,3 +664,28 @@ def test_rate_limiter_guard_can_be_set() -> None:
     guarded = RateLimiter(1, 10.0, guard=2.0, clock=clock, sleep=clock.sleep)
     guarded.acquire()
     assert guarded.acquire() == pytest.approx(12.0)
+
+
+def test_before_write_runs_after_pacing_and_can_stop_the_write() -> None:
+    events: list[str] = []
+
+    class Recorder(RateLimiter):
+        def acquire(self, units: int = 1) -> float:
+            events.append("paced")
+            return 0.0
+
+    def refuse() -> None:
+        events.append("checked")
+        raise StateStoreError("lost the sync lock")
+
+    with respx.mock(base_url="https://api.test", assert_all_called=False) as router:
+        route = router.post("/write").mock(return_value=httpx.Response(200, json={}))
+        transport = HttpTransport(service="qbo", base_url="https://api.test")
+        transport.before_write = refuse
+        with pytest.raises(StateStoreError):
+            transport.request("POST", "/write", idempotent=False, pacing=[(Recorder(10, 1.0), 1)])
+        assert route.call_count == 0
+        # Reads never ask: only writes can do harm after the right to write is gone.
+        router.get("/read").mock(return_value=httpx.Response(200, json={}))
+        transport.request("GET", "/read", idempotent=True)
+    assert events == ["paced", "checked"]

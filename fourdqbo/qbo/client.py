@@ -166,6 +166,15 @@ class QBOClient:
         self._http.close()
 
     @property
+    def before_write(self) -> Callable[[], None] | None:
+        """Called right before each write is sent, after pacing and backoff waits."""
+        return self._http.before_write
+
+    @before_write.setter
+    def before_write(self, check: Callable[[], None] | None) -> None:
+        self._http.before_write = check
+
+    @property
     def request_count(self) -> int:
         """QBO requests sent so far (retries included), as counted for the run report."""
         return self._http.counter.snapshot().get(SERVICE, 0)

@@ -317,7 +317,7 @@ class SyncEngine:
 
     # -- execution ---------------------------------------------------------------------
 
-    def _execute(
+    def _execute_plan(
         self,
         plan: Plan,
         customers: Sequence[Customer],
@@ -367,6 +367,23 @@ class SyncEngine:
             self._check_lock(lock)
         finally:
             self._record_writes(writes, report)
+
+    def _execute(
+        self,
+        plan: Plan,
+        customers: Sequence[Customer],
+        item_ids: Mapping[LineKind, str],
+        report: RunReport,
+        lock: Any,
+    ) -> None:
+        # A write can wait long inside the client (pacing, 429 backoff); a run frozen in
+        # that wait past its TTL must not send once it wakes: ownership is checked again
+        # right before each write leaves.
+        self.qbo.before_write = lambda: self._check_lock(lock)
+        try:
+            self._execute_plan(plan, customers, item_ids, report, lock)
+        finally:
+            self.qbo.before_write = None
 
     def _record_writes(self, writes: list[_Write], report: RunReport) -> None:
         """Record every write, including those an interruption left unmade (queued)."""
