@@ -163,18 +163,18 @@ def run(
     show_progress = stdout_is_terminal() and sys.stderr.isatty() and not (quiet or as_json)
     stop = threading.Event()
     healthcheck = settings.healthcheck_url if not dry_run else ""
-    with connect(settings) as conn:
-        ping(healthcheck, "start")
-        progress: Any = RichProgress() if show_progress else SilentProgress()
-        engine = SyncEngine(settings, conn.fourd, conn.qbo, conn.state, progress, stop)
-        try:
+    progress: Any = RichProgress() if show_progress else SilentProgress()
+    try:
+        with connect(settings) as conn:
+            engine = SyncEngine(settings, conn.fourd, conn.qbo, conn.state, progress, stop)
+            engine.on_start = lambda: ping(healthcheck, "start")
             with _stop_on_signals(stop), progress if show_progress else contextlib.nullcontext():
                 report = engine.run(options)
-        except LockHeld:
-            raise
-        except BaseException:
-            ping(healthcheck, "fail")
-            raise
+    except LockHeld:
+        raise  # this run did nothing: nothing to report to the monitor
+    except BaseException:
+        ping(healthcheck, "fail")  # including a broken setup (token, Redis): a person is needed
+        raise
     ping(healthcheck, "success" if report.exit_code == 0 else "fail")
     if as_json:
         emit_json(report.as_dict())

@@ -129,6 +129,9 @@ class SyncEngine:
     stop: threading.Event = field(default_factory=threading.Event)
     now: Callable[[], datetime] = utcnow
     lock_ttl: float | None = None  # default: SYNC_LOCK_TTL_SECONDS
+    # Called once the run holds the lock (the healthcheck's /start): a run that finds the
+    # lock taken did nothing and must not look like a run that started and never ended.
+    on_start: Callable[[], None] | None = None
 
     def run(self, options: RunOptions) -> RunReport:
         started = self.now()
@@ -145,6 +148,8 @@ class SyncEngine:
                 who = f" by {holder.host} pid {holder.pid}" if holder else ""
                 raise LockHeld(f"another sync run holds the lock{who}; nothing done")
             lock.start_heartbeat()
+        if self.on_start is not None:
+            self.on_start()
         try:
             report.window_from = window_from
             report.window_to = started if window_from is not None else None
