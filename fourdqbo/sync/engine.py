@@ -439,6 +439,16 @@ class SyncEngine:
             reason = getattr(lock, "lost_reason", None) or "it expired or another run took it"
             raise StateStoreError(f"lost the sync lock ({reason}); stopped")
 
+    def _send(self, items: list[Any], lock: Any, what: str) -> dict[str, Any] | None:
+        """One write batch after the checkpoint; answers by bId, or None when the outcome
+        is unknown (the caller then looks the documents up instead of writing again)."""
+        self._checkpoint(lock)
+        try:
+            return {r.bid: r for r in self.qbo.batch(items)}
+        except (OutcomeUnknown, MalformedPayload) as exc:
+            log.warning("%s batch outcome unknown (%s); looking the documents up", what, exc)
+            return None
+
     def _reactivate(
         self,
         customers: Sequence[Customer],
@@ -448,7 +458,6 @@ class SyncEngine:
         lock: Any,
     ) -> None:
         for chunk in _chunks(list(customers), BATCH_LIMIT):
-            self._checkpoint(lock)
             items = [
                 self._batch_item(
                     f"r{n}",
@@ -458,27 +467,31 @@ class SyncEngine:
                 )
                 for n, c in enumerate(chunk)
             ]
-            try:
-                results = {r.bid: r for r in self.qbo.batch(items)}
-            except (OutcomeUnknown, MalformedPayload):
-                results = {}
+            results = self._send(items, lock, "customer reactivation") or {}
+            unsure: list[Customer] = []
             for n, customer in enumerate(chunk):
                 result = results.get(f"r{n}")
-                key = customer_key(customer.display_name)
                 if result is not None and result.fault is None:
-                    customer_ids[key] = customer.id
-                    report.customers_reactivated += 1
-                    continue
-                # Unknown or refused: read it back; reactivation is idempotent.
-                found = self.qbo.find_customers_by_names(
-                    [customer.display_name], include_inactive=True
-                )
-                active = [c for c in found if c.active and customer_key(c.display_name) == key]
-                if active:
-                    customer_ids[key] = active[0].id
+                    customer_ids[customer_key(customer.display_name)] = customer.id
                     report.customers_reactivated += 1
                 else:
-                    errors[key] = _fault_text(result.fault if result else None, "reactivate")
+                    unsure.append(customer)
+            if unsure:
+                # Unknown or refused: read them back (reactivation is idempotent).
+                found = self.qbo.find_customers_by_names(
+                    [c.display_name for c in unsure], include_inactive=True
+                )
+                active = {customer_key(c.display_name): c.id for c in found if c.active}
+                for n, customer in enumerate(chunk):
+                    if customer not in unsure:
+                        continue
+                    key = customer_key(customer.display_name)
+                    if key in active:
+                        customer_ids[key] = active[key]
+                        report.customers_reactivated += 1
+                    else:
+                        result = results.get(f"r{n}")
+                        errors[key] = _fault_text(result.fault if result else None, "reactivate")
             self.progress.advance(len(chunk))
 
     def _create_customers(
@@ -490,21 +503,20 @@ class SyncEngine:
         lock: Any,
     ) -> None:
         pending = [n for n in names if customer_key(n) not in customer_ids]
+        taken: set[str] = set()  # names QBO called duplicates (6240)
         for _ in range(RESOLVE_ROUNDS):
             if not pending:
                 return
             uncertain: list[str] = []
             for chunk in _chunks(pending, BATCH_LIMIT):
-                self._checkpoint(lock)
                 items = [
                     self._batch_item(f"c{n}", "create", "Customer", {"DisplayName": name})
                     for n, name in enumerate(chunk)
                 ]
-                try:
-                    results = {r.bid: r for r in self.qbo.batch(items)}
-                except (OutcomeUnknown, MalformedPayload) as exc:
-                    log.warning("customer batch outcome unknown (%s); looking up", exc)
+                results = self._send(items, lock, "customer")
+                if results is None:
                     uncertain.extend(chunk)
+                    self.progress.advance(len(chunk))
                     continue
                 for n, name in enumerate(chunk):
                     result = results.get(f"c{n}")
@@ -515,6 +527,8 @@ class SyncEngine:
                     elif result is None or result.outcome_unknown or result.fault.code == "6240":
                         # Lost answer, or the name exists already (another run, a
                         # vendor, an earlier lost answer): look it up rather than guess.
+                        if result is not None and result.fault is not None:
+                            taken.add(customer_key(name))
                         uncertain.append(name)
                     else:
                         errors[customer_key(name)] = _fault_text(result.fault, "create customer")
@@ -524,15 +538,20 @@ class SyncEngine:
                 found = self.qbo.find_customers_by_names(uncertain, include_inactive=True)
                 by_name = {customer_key(c.display_name): c for c in found}
                 for name in uncertain:
-                    customer = by_name.get(customer_key(name))
-                    if customer is None:
-                        pending.append(name)  # not there: creating again is safe
-                    elif customer.active:
-                        customer_ids[customer_key(name)] = customer.id
-                    else:
-                        errors[customer_key(name)] = (
-                            "an inactive QBO customer (or vendor/employee) has this name"
+                    key = customer_key(name)
+                    customer = by_name.get(key)
+                    if customer is not None and customer.active:
+                        customer_ids[key] = customer.id
+                    elif customer is not None:
+                        errors[key] = "an inactive QBO customer has this name; reactivate it"
+                    elif key in taken:
+                        errors[key] = (
+                            "QBO says the name is taken, but by no customer: a vendor or "
+                            'employee (or an inactive customer renamed "... (deleted)") has it; '
+                            "rename that one or change CUSTOMER_NAME_TEMPLATE"
                         )
+                    else:
+                        pending.append(name)  # provably not there: creating again is safe
         for name in pending:
             errors.setdefault(customer_key(name), "customer creation outcome unknown after retries")
 
@@ -547,12 +566,9 @@ class SyncEngine:
             voids = [w for w in pending if w.plan.action is Action.VOID]
             batched = [w for w in pending if w.plan.action is not Action.VOID]
             for chunk in _chunks(batched, BATCH_LIMIT):
-                self._checkpoint(lock)
                 items = [self._invoice_item(n, w, item_ids) for n, w in enumerate(chunk)]
-                try:
-                    results = {r.bid: r for r in self.qbo.batch(items)}
-                except (OutcomeUnknown, MalformedPayload) as exc:
-                    log.warning("invoice batch outcome unknown (%s); looking up", exc)
+                results = self._send(items, lock, "invoice")
+                if results is None:
                     uncertain.extend(chunk)
                     self.progress.advance(len(chunk))
                     continue
