@@ -199,6 +199,9 @@ class Company:
         self._payment_ids = 500
         self.deleted: list[dict[str, Any]] = []  # deleted entities, for tests
         self.company_name = "Sandbox Surgical Arts"
+        # DisplayNames of vendors and employees: QBO keeps names unique across all three
+        # lists, but a Customer query never shows these.
+        self.other_names: set[str] = set()
 
     # -- time ------------------------------------------------------------------------------
 
@@ -280,6 +283,11 @@ class Company:
             invoice["Balance"] = cents(invoice["TotalAmt"] - self._paid[invoice["Id"]])
             self._touch(invoice)
             return copy.deepcopy(invoice)
+
+    def add_vendor(self, display_name: str) -> None:
+        """A vendor (or employee) holding a name, invisible to Customer queries."""
+        with self.lock:
+            self.other_names.add(display_name.casefold())
 
     def set_customer_active(self, customer_id: str, active: bool) -> dict[str, Any]:
         with self.lock:
@@ -672,6 +680,13 @@ class Company:
             raise length_fault("DisplayName", 500, len(display))
         if ":" in display:
             raise invalid_property("DisplayName")
+        if display.casefold() in self.other_names:
+            raise QboFault(
+                "6240",
+                "Duplicate Name Exists Error",
+                "The name supplied already exists. : Another customer, vendor or employee "
+                "is already using this name. Please use a different name.",
+            )
         for other in self._store["Customer"].values():
             if other["DisplayName"].casefold() == display.casefold() and (
                 current is None or other["Id"] != current["Id"]

@@ -370,3 +370,30 @@ def test_no_patient_name_in_logs_or_run_history(
                 assert text not in logs
                 assert text not in stderr
                 assert text not in stored
+
+
+def test_a_name_held_by_a_vendor_fails_that_quote_at_once_with_what_to_do(
+    sandbox: Sandbox, sync: SyncRun
+) -> None:
+    from fourdqbo.sandbox.seed import display_name
+
+    taken = next(
+        n
+        for n in sandbox.practice.completed_numbers()
+        if n != sandbox.facts.conflict_quote
+        and sandbox.company.customer_by_name(display_name(sandbox.practice.patient_of(n))) is None
+    )
+    name = display_name(sandbox.practice.patient_of(taken))
+    sandbox.company.add_vendor(name)
+    code, report = sync()
+    assert code == 1
+    outcome = next(q for q in report["quotes"] if q["quote"] == taken)
+    assert outcome["action"] == "failed"
+    assert "vendor or employee" in outcome["error"]
+    creates = [
+        r
+        for r in sandbox.requests_to("qbo")
+        if r.is_write and name in json.dumps(r.body, default=str)
+    ]
+    assert len(creates) == 1  # refused once, looked up, not hammered
+    assert report["counts"]["created"] >= 1  # the other quotes went through
