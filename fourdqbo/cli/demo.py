@@ -63,7 +63,8 @@ def demo(
             second = _sync(settings, "5. Second sync: only what changed is written.")
             _show_invoices(settings)
             _explain(first, second)
-            info(f"Logs and state: {workdir}" if keep else "")
+            if keep:
+                info(f"Logs and state: {workdir}")
     finally:
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
