@@ -23,7 +23,8 @@ from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 import httpx
 
@@ -312,3 +313,33 @@ class HttpTransport:
         )
         self.counter.retry(self.service)
         self._sleep(pause)
+
+
+class ApiClient:
+    """What both API clients share: a context manager around one HttpTransport, and the
+    request count the run report reads."""
+
+    _http: HttpTransport
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    @property
+    def counter(self) -> RequestCounter:
+        return self._http.counter
+
+    @property
+    def request_count(self) -> int:
+        """Requests sent to this client's service so far (retries included)."""
+        return self._http.counter.snapshot().get(self._http.service, 0)

@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from datetime import date, datetime
-from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import quote as url_quote
 
@@ -45,7 +44,7 @@ from fourdqbo.errors import (
     MalformedPayload,
     UpstreamError,
 )
-from fourdqbo.http import HttpTransport, RequestCounter, RetryPolicy
+from fourdqbo.http import ApiClient, HttpTransport, RequestCounter, RetryPolicy
 from fourdqbo.log import REDACTED, redact, register_sensitive
 from fourdqbo.timefmt import fourd_datetime
 
@@ -106,7 +105,7 @@ def aborts_run(error: BaseException) -> bool:
     return not isinstance(error, FourdqboError)
 
 
-class FourDClient:
+class FourDClient(ApiClient):
     """Read-only client of the 4D EMR public API. Use as a context manager."""
 
     def __init__(
@@ -141,31 +140,6 @@ class FourDClient:
             transport=transport,
             sleep=sleep,
         )
-
-    # -- lifecycle ---------------------------------------------------------------------
-
-    def __enter__(self) -> FourDClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._http.close()
-
-    @property
-    def counter(self) -> RequestCounter:
-        return self._http.counter
-
-    @property
-    def request_count(self) -> int:
-        """Requests sent to 4D so far (retries included), for the run report."""
-        return self._http.counter.snapshot().get(SERVICE, 0)
 
     # -- patients ----------------------------------------------------------------------
 

@@ -24,7 +24,6 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from types import TracebackType
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -33,7 +32,14 @@ import httpx
 from fourdqbo import jsonio
 from fourdqbo.config import Settings
 from fourdqbo.errors import AuthError, MalformedPayload, OutcomeUnknown, QBOFault, UpstreamError
-from fourdqbo.http import HttpTransport, Pacing, RateLimiter, RequestCounter, RetryPolicy
+from fourdqbo.http import (
+    ApiClient,
+    HttpTransport,
+    Pacing,
+    RateLimiter,
+    RequestCounter,
+    RetryPolicy,
+)
 from fourdqbo.qbo import query as q
 from fourdqbo.qbo.records import Customer, Invoice, Item
 
@@ -107,7 +113,7 @@ def batch_chunks(items: Sequence[BatchItem], size: int = MAX_BATCH_ITEMS) -> lis
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
-class QBOClient:
+class QBOClient(ApiClient):
     """QBO accounting API for one realm. Use as a context manager so connections close."""
 
     def __init__(
@@ -151,20 +157,6 @@ class QBOClient:
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def __enter__(self) -> QBOClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._http.close()
-
     @property
     def before_write(self) -> Callable[[], None] | None:
         """Called right before each write is sent, after pacing and backoff waits."""
@@ -173,15 +165,6 @@ class QBOClient:
     @before_write.setter
     def before_write(self, check: Callable[[], None] | None) -> None:
         self._http.before_write = check
-
-    @property
-    def request_count(self) -> int:
-        """QBO requests sent so far (retries included), as counted for the run report."""
-        return self._http.counter.snapshot().get(SERVICE, 0)
-
-    @property
-    def counter(self) -> RequestCounter:
-        return self._http.counter
 
     @property
     def realm_id(self) -> str:
