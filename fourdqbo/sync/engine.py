@@ -148,9 +148,9 @@ class SyncEngine:
                 who = f" by {holder.host} pid {holder.pid}" if holder else ""
                 raise LockHeld(f"another sync run holds the lock{who}; nothing done")
             lock.start_heartbeat()
-        if self.on_start is not None:
-            self.on_start()
         try:
+            if self.on_start is not None:
+                self.on_start()
             report.window_from = window_from
             report.window_to = started if window_from is not None else None
             log.info(
