@@ -63,16 +63,12 @@ def mode(path: Path) -> int:
 
 
 @pytest.fixture
-def env(sandbox: Sandbox, tmp_path: Path, redis_url: str, state_prefix: str) -> dict[str, str]:
-    values = sandbox.env(tmp_path / "data")
-    values.update(
-        REDIS_URL=redis_url,
-        STATE_PREFIX=state_prefix,
-        LOGS_DIR=str(tmp_path / "logs"),
-        HTTP_TIMEOUT_SECONDS="2",
-        QBO_RATE_WINDOW_SECONDS="1",  # QBO's minute as a second: no 1.5 s between batches
-    )
-    return values
+def env(sandbox_redis_env: dict[str, str]) -> dict[str, str]:
+    return {
+        **sandbox_redis_env,
+        "HTTP_TIMEOUT_SECONDS": "2",
+        "QBO_RATE_WINDOW_SECONDS": "1",  # QBO's minute as a second: no 1.5 s between batches
+    }
 
 
 def cli(env: dict[str, str], *args: str, **overrides: str) -> Result:

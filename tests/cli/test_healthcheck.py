@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -41,16 +40,11 @@ def monitor() -> Iterator[tuple[Monitor, str]]:
 
 
 @pytest.fixture
-def env(sandbox: Sandbox, tmp_path: Path, redis_url: str, state_prefix: str) -> dict[str, str]:
-    values = sandbox.env(tmp_path / "data")
-    values.update(
-        STATE_BACKEND="redis",
-        REDIS_URL=redis_url,
-        STATE_PREFIX=state_prefix,
-        LOGS_DIR=str(tmp_path / "logs"),
-        QBO_RATE_WINDOW_SECONDS="1",
-    )
-    return values
+def env(sandbox_redis_env: dict[str, str]) -> dict[str, str]:
+    return {
+        **sandbox_redis_env,
+        "QBO_RATE_WINDOW_SECONDS": "1",
+    }
 
 
 def run(env: dict[str, str], *args: str) -> int:

@@ -21,16 +21,12 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def env(sandbox: Sandbox, tmp_path: Path, redis_url: str, state_prefix: str) -> dict[str, str]:
-    values = sandbox.env(tmp_path / "data")
-    values.update(
-        REDIS_URL=redis_url,
-        STATE_PREFIX=state_prefix,
-        LOGS_DIR=str(tmp_path / "logs"),
-        HTTP_TIMEOUT_SECONDS="2",
-        QBO_RATE_WINDOW_SECONDS="1",  # a first sync's 3 batches without 1.5 s pacing each
-    )
-    return values
+def env(sandbox_redis_env: dict[str, str]) -> dict[str, str]:
+    return {
+        **sandbox_redis_env,
+        "HTTP_TIMEOUT_SECONDS": "2",
+        "QBO_RATE_WINDOW_SECONDS": "1",  # a first sync's 3 batches without 1.5 s pacing each
+    }
 
 
 def status(env: dict[str, str], *args: str, **overrides: str) -> Result:

@@ -31,17 +31,12 @@ SyncRun = Callable[..., tuple[int, dict[str, Any]]]
 
 
 @pytest.fixture
-def env(sandbox: Sandbox, tmp_path: Path, redis_url: str, state_prefix: str) -> dict[str, str]:
-    values = sandbox.env(tmp_path / "data")
-    values.update(
-        STATE_BACKEND="redis",
-        REDIS_URL=redis_url,
-        STATE_PREFIX=state_prefix,
-        LOGS_DIR=str(tmp_path / "logs"),
-        HTTP_TIMEOUT_SECONDS="1",
-        SYNC_LOCK_TTL_SECONDS="3",
-    )
-    return values
+def env(sandbox_redis_env: dict[str, str]) -> dict[str, str]:
+    return {
+        **sandbox_redis_env,
+        "HTTP_TIMEOUT_SECONDS": "1",
+        "SYNC_LOCK_TTL_SECONDS": "3",
+    }
 
 
 @pytest.fixture
