@@ -18,8 +18,6 @@ from string import Formatter
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
-from dotenv import dotenv_values
-
 from fourdqbo.errors import ConfigError
 from fourdqbo.timefmt import iso_z, load_zone, parse_cli_datetime
 
@@ -252,6 +250,8 @@ def load_settings(
     """Read the environment (winning) and `.env`; never raises for bad values."""
     merged: dict[str, str] = {}
     if dotenv_path is not None and Path(dotenv_path).is_file():
+        from dotenv import dotenv_values  # only when there is a .env: not for --help
+
         try:
             _check_dotenv_syntax(Path(dotenv_path))
             file_values = dotenv_values(dotenv_path)

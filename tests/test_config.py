@@ -11,7 +11,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fourdqbo import config
 from fourdqbo.config import Settings, is_loopback, load_settings, mask, mask_url_password
 from fourdqbo.errors import ConfigError
 
@@ -136,7 +135,9 @@ def test_unreadable_dotenv_is_a_config_error(monkeypatch: pytest.MonkeyPatch) ->
     def refuse(*args: object, **kwargs: object) -> dict[str, str]:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(config, "dotenv_values", refuse)
+    import dotenv
+
+    monkeypatch.setattr(dotenv, "dotenv_values", refuse)
     with pytest.raises(ConfigError, match=r"cannot read \.env: PermissionError"):
         load_settings({})
 
