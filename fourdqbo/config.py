@@ -71,6 +71,15 @@ class Settings:
     # How long the sync lock lives without a heartbeat: a crashed run's lock frees itself
     # after this. The heartbeat extends it every third of it while a run lives.
     sync_lock_ttl_seconds: float = 300.0
+    # 0.2: what the sync does when a person changed or removed an invoice it owns in QBO.
+    sync_qbo_edits: str = "report"  # or "revert" (unpaid ones back to the quote)
+    sync_qbo_deletes: str = "report"  # or "recreate"
+    # Failed tries before a quote gives up and needs a person.
+    sync_max_attempts: int = 5
+    # Re-report what is still open this often (hours, decimals allowed); 0 never.
+    sync_remind_hours: float = 24.0
+    # Quotes a run fetches, looks up and writes as one unit of its pipeline.
+    sync_chunk_size: int = 250
     qbo_item_procedure: str = "Procedure"
     qbo_item_supplies: str = "Supplies Charge"
     qbo_item_anesthesia: str = "Anesthesia Fee"
@@ -90,6 +99,8 @@ class Settings:
     # then unknown and looked up before any retry). Tests against the sandbox shorten it.
     http_timeout_seconds: float = 30.0
     healthcheck_url: str = ""
+    metrics_file: Path | None = None  # Prometheus textfile written after each run
+    log_format: str = "text"  # or "json": one JSON object a line
     logs_dir: Path = Path("logs")
     data_dir: Path = Path("data")
     # Variable name -> why its value was refused. Only reported when a command needs it.
@@ -177,6 +188,11 @@ class Settings:
                 "SYNC_OVERLAP_SECONDS",
                 "SYNC_REOPENED_ACTION",
                 "SYNC_LOCK_TTL_SECONDS",
+                "SYNC_QBO_EDITS",
+                "SYNC_QBO_DELETES",
+                "SYNC_MAX_ATTEMPTS",
+                "SYNC_REMIND_HOURS",
+                "SYNC_CHUNK_SIZE",
                 "CUSTOMER_NAME_TEMPLATE",
             ),
             # Optional: SYNC_INITIAL_FROM only matters without a watermark (the sync
@@ -187,6 +203,7 @@ class Settings:
                 "QBO_CUSTOM_FIELD_QUOTE_VERSION",
                 "QBO_CUSTOM_FIELD_QUOTED_BY",
                 "HEALTHCHECK_URL",
+                "METRICS_FILE",
             ),
         )
 
@@ -350,6 +367,16 @@ def _positive_float(text: str) -> float:
     return number
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        number = float(text)
+    except ValueError:
+        raise ValueError("expected a number") from None
+    if not math.isfinite(number) or number < 0:
+        raise ValueError("expected 0 or a number above it")
+    return number
+
+
 def _port(text: str) -> int:
     number = _positive_int(text)
     if number > 65535:
@@ -414,7 +441,35 @@ def _template(text: str) -> str:
         raise ValueError(refused) from None
     if "patient_id" not in placeholders:
         raise ValueError("must contain {patient_id} (customer names are unique per patient)")
+    problem = template_id_problem(text)
+    if problem:
+        raise ValueError(problem)
     return text
+
+
+def template_id_problem(template: str) -> str | None:
+    """Why a patient's customer could not be found safely by the id part of `template`.
+
+    Customers are looked up by `{patient_id}` with every other placeholder matched by LIKE
+    (`{patient_id}.{initials}` -> `1003.%`). Without a literal character right next to
+    `{patient_id}` on at least one side, that pattern also matches another patient's id
+    (`{patient_id}{initials}` -> `1003%` matches `10034AB`). A template with no other
+    placeholder is an exact name and needs no such guard.
+    """
+    parts = list(Formatter().parse(template))
+    if not any(name not in (None, "patient_id") for _, name, _, _ in parts):
+        return None
+    for index, (_literal, name, _, _) in enumerate(parts):
+        if name != "patient_id":
+            continue
+        before = parts[index][0]  # literal text right before this placeholder
+        after = parts[index + 1][0] if index + 1 < len(parts) else ""
+        if before or after:
+            return None
+    return (
+        "needs a literal character right before or after {patient_id} "
+        "(e.g. {patient_id}.{initials}), or a LIKE look-up could match another patient's id"
+    )
 
 
 def _definition_id(text: str) -> str:
@@ -478,6 +533,11 @@ _CONVERTERS: dict[str, Callable[[str], Any]] = {
     "SYNC_OVERLAP_SECONDS": _non_negative_int,
     "SYNC_REOPENED_ACTION": _choice("delete", "void"),
     "SYNC_LOCK_TTL_SECONDS": _positive_float,
+    "SYNC_QBO_EDITS": _choice("report", "revert"),
+    "SYNC_QBO_DELETES": _choice("report", "recreate"),
+    "SYNC_MAX_ATTEMPTS": _positive_int,
+    "SYNC_REMIND_HOURS": _non_negative_float,
+    "SYNC_CHUNK_SIZE": _positive_int,
     "QBO_ITEM_PROCEDURE": _text,
     "QBO_ITEM_SUPPLIES": _text,
     "QBO_ITEM_ANESTHESIA": _text,
@@ -493,6 +553,8 @@ _CONVERTERS: dict[str, Callable[[str], Any]] = {
     "FOURD_MAX_IN_FLIGHT": _positive_int,
     "HTTP_TIMEOUT_SECONDS": _positive_float,
     "HEALTHCHECK_URL": _url,
+    "METRICS_FILE": _path,
+    "LOG_FORMAT": _choice("text", "json"),
     "LOGS_DIR": _path,
     "DATA_DIR": _path,
 }

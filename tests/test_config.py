@@ -185,7 +185,81 @@ DESIGN_DEFAULTS = {
     "healthcheck_url": "",
     "logs_dir": Path("logs"),
     "data_dir": Path("data"),
+    "sync_qbo_edits": "report",
+    "sync_qbo_deletes": "report",
+    "sync_max_attempts": 5,
+    "sync_remind_hours": 24.0,
+    "sync_chunk_size": 250,
+    "metrics_file": None,
+    "log_format": "text",
 }
+
+
+@pytest.mark.parametrize(
+    "template",
+    ["{patient_id}{initials}", "{initials}{patient_id}", "{initials}{patient_id}{initials}"],
+)
+def test_template_without_a_literal_next_to_the_patient_id_is_refused(template: str) -> None:
+    settings = load_settings({"CUSTOMER_NAME_TEMPLATE": template}, dotenv_path=None)
+    assert "literal character" in settings.problems["CUSTOMER_NAME_TEMPLATE"]
+    with pytest.raises(ConfigError, match="CUSTOMER_NAME_TEMPLATE"):
+        settings.require("CUSTOMER_NAME_TEMPLATE")
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{patient_id}.{initials}",
+        "{initials}-{patient_id}",
+        "P{patient_id}{initials}",
+        "{patient_id}",
+    ],
+)
+def test_template_with_a_literal_next_to_the_patient_id_is_accepted(template: str) -> None:
+    settings = load_settings({"CUSTOMER_NAME_TEMPLATE": template}, dotenv_path=None)
+    assert settings.problems == {}
+    assert settings.customer_name_template == template
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "attribute", "expected"),
+    [
+        ("SYNC_QBO_EDITS", "Revert", "sync_qbo_edits", "revert"),
+        ("SYNC_QBO_DELETES", "recreate", "sync_qbo_deletes", "recreate"),
+        ("SYNC_MAX_ATTEMPTS", "3", "sync_max_attempts", 3),
+        ("SYNC_REMIND_HOURS", "0.25", "sync_remind_hours", 0.25),
+        ("SYNC_REMIND_HOURS", "0", "sync_remind_hours", 0.0),
+        ("SYNC_CHUNK_SIZE", "100", "sync_chunk_size", 100),
+        (
+            "METRICS_FILE",
+            "/var/lib/node/fourdqbo.prom",
+            "metrics_file",
+            Path("/var/lib/node/fourdqbo.prom"),
+        ),
+        ("LOG_FORMAT", "JSON", "log_format", "json"),
+    ],
+)
+def test_new_settings_are_read(name: str, value: str, attribute: str, expected: object) -> None:
+    settings = load_settings({name: value}, dotenv_path=None)
+    assert settings.problems == {}
+    assert getattr(settings, attribute) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SYNC_QBO_EDITS", "overwrite"),
+        ("SYNC_QBO_DELETES", "ignore"),
+        ("SYNC_MAX_ATTEMPTS", "0"),
+        ("SYNC_REMIND_HOURS", "-1"),
+        ("SYNC_REMIND_HOURS", "nan"),
+        ("SYNC_CHUNK_SIZE", "0"),
+        ("LOG_FORMAT", "xml"),
+    ],
+)
+def test_new_settings_refuse_bad_values(name: str, value: str) -> None:
+    settings = load_settings({name: value}, dotenv_path=None)
+    assert name in settings.problems
 
 
 @pytest.mark.parametrize(("attribute", "expected"), sorted(DESIGN_DEFAULTS.items()))
