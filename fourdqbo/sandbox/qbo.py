@@ -2,15 +2,29 @@
 
 `Company` holds the entities (Invoice, Customer, Item, Estimate) and enforces QBO's rules:
 string Ids, a `SyncToken` that grows on every change (stale token: fault 5010), unknown
-Id (610), unique customer `DisplayName` across active and inactive customers (6240),
+Id (610), unique customer `DisplayName` across customers, vendors and employees (6240),
 duplicate `DocNumber` (6140, a company setting), `Amount == Qty x UnitPrice` on sales
 lines (6000), references that must exist and be active (2500), `TotalAmt`/`Balance`
-computed with Decimal, `MetaData` times with the company's UTC offset, voids and deletes.
+computed with Decimal, `MetaData` times with seconds and the company's offset (following
+daylight saving), voids and deletes. Shapes follow the recorded answers of API-NOTES.md:
 
-`QboService` is the HTTP face under `/v3/company/{realmId}/`: Bearer token checked (401,
-fault 3200), `minorversion` required, JSON content type required on writes, `query`,
-`batch` (at most 30 independent items, answered in a shuffled order), single-entity
-reads and writes, `requestid` replays, and an `intuit_tid` header on every answer.
+- A customer made inactive is renamed "<name> (deleted)" (DisplayName and
+  FullyQualifiedName; PrintOnCheckName keeps the plain name; legacy " (Deleted)" with
+  `CompanySettings.legacy_deleted_spelling`), freeing the plain name. Made active again
+  without a DisplayName it keeps the suffix; with one, the name is checked for uniqueness.
+- A void keeps the invoice with every amount 0 and PrivateNote "Voided" (see `_void` for
+  what a later update does); a delete answers `{"status": "Deleted", "domain", "Id"}`.
+- A change log (`changes()`) of every create, update, delete, void, payment,
+  (de)activation and email, by the API or by the methods that stand for a person working
+  in QBO (`edit_invoice`, `delete_invoice`, `void_invoice`, `apply_payment`,
+  `send_invoice_email`, `deactivate_customer`, `set_customer_active`, `rename_customer`),
+  in simulated time. `cdc()` answers from it.
+
+`QboService` is the HTTP face under `/v3/company/{realmId}/`: Bearer token checked (401
+in QBO's lower-case AUTHENTICATION shape), `minorversion` required, JSON content type
+required on writes, `query`, `batch` (at most 30 independent items, answered in a
+shuffled order), `cdc`, single-entity reads and writes, `requestid` replays, and an
+`intuit_tid` header on every answer. Throttling lives in `server.py`.
 """
 
 from __future__ import annotations
@@ -363,8 +377,9 @@ class Company:
         """Edit an invoice as a bookkeeper does in QBO's invoice form.
 
         Lines are named by their `LineNum` (1-based, as a read shows them). A new amount
-        keeps `Amount == Qty x UnitPrice`: the rate becomes amount / Qty when that is exact
-        to 7 places, else Qty 1 and rate = amount. `add_line` is a line in the API's shape
+        keeps `Amount == Qty x UnitPrice` (to the cent, as QBO checks): the rate becomes
+        amount / Qty rounded to 7 places, or Qty 1 and rate = amount when even that does not
+        multiply back. `add_line` is a line in the API's shape
         (DetailType defaults to SalesItemLineDetail). `custom_fields` maps a field's Name
         or DefinitionId to its new value (None clears it). TotalAmt and Balance follow.
         """
