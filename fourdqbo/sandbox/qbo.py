@@ -66,6 +66,7 @@ TRANSACTION_FIELDS = (
     "CustomerMemo",
     "BillEmail",
     "SalesTermRef",
+    "BillAddr",
 )
 CUSTOMER_FIELDS = (
     "DisplayName",
@@ -824,9 +825,12 @@ class Company:
         }
         if doc_number is not None:
             built["DocNumber"] = doc_number
-        for name in ("PrivateNote", "CustomerMemo", "BillEmail", "SalesTermRef"):
+        for name in ("PrivateNote", "CustomerMemo", "BillEmail", "SalesTermRef", "BillAddr"):
             if body.get(name) is not None:
                 built[name] = copy.deepcopy(body[name])
+        billed = self._store["Customer"][customer["value"]]
+        if "BillAddr" not in built and billed.get("BillAddr"):
+            built["BillAddr"] = copy.deepcopy(billed["BillAddr"])  # QBO fills it in
         if entity == "Estimate":
             built["TxnStatus"] = "Pending"
         return built

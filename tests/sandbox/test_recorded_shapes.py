@@ -193,3 +193,14 @@ def test_a_payment_shows_as_linked_txn(sandbox: Sandbox, qbo: QboCaller) -> None
     [link] = read["LinkedTxn"]
     assert set(link) == {"TxnId", "TxnType"} and link["TxnType"] == "Payment"
     assert read["Balance"] == Decimal("7650.00")
+
+
+def test_an_invoice_takes_the_customers_bill_address(sandbox: Sandbox, qbo: QboCaller) -> None:
+    address = {"Line1": "12 Elm St", "City": "Fresno", "CountrySubDivisionCode": "CA"}
+    response = qbo.post("customer", {"DisplayName": "2990.BA", "BillAddr": address})
+    customer = qbo.json(response)["Customer"]
+    invoice = qbo.json(qbo.post("invoice", invoice_body(sandbox, customer["Id"])))["Invoice"]
+    assert invoice["BillAddr"] == address
+    own = {"Line1": "PO Box 9"}
+    body = {"Id": invoice["Id"], "SyncToken": "0", "sparse": True, "BillAddr": own}
+    assert qbo.json(qbo.post("invoice", body))["Invoice"]["BillAddr"] == own
