@@ -198,6 +198,8 @@ class Sandbox:
         completed: int | None = None,
         preexisting: bool = True,
         timeout_delay: float = 3.0,
+        throttle_status: int = 429,
+        legacy_deleted_spelling: bool = False,
     ) -> None:
         self.seed = seed
         self.realm_id = realm_id
@@ -212,7 +214,10 @@ class Sandbox:
                 retry_after_share=1.0,
             ),
             qbo=ServiceKnobs(
-                fault_rate=fault_rate, latency_ms=latency_ms, timeout_delay=timeout_delay
+                fault_rate=fault_rate,
+                latency_ms=latency_ms,
+                timeout_delay=timeout_delay,
+                throttle_status=throttle_status,
             ),
             oauth=ServiceKnobs(timeout_delay=timeout_delay),
         )
@@ -226,6 +231,9 @@ class Sandbox:
         )
         self.practice: Practice = world.practice
         self.company: Company = world.company
+        # Set after seeding: the seeded inactive customers keep " (deleted)", so a legacy
+        # sandbox holds both spellings, as a company with old and new records does.
+        self.company.settings.legacy_deleted_spelling = legacy_deleted_spelling
         self.facts: SeedFacts = world.facts
         self.oauth = OAuthService(
             self.clock, client_id=QBO_CLIENT_ID, client_secret=QBO_CLIENT_SECRET, realm_id=realm_id

@@ -270,3 +270,17 @@ def test_4d_throttling_keeps_its_own_json_shape(sandbox: Sandbox) -> None:
         response = client.get(f"{sandbox.fourd_base_url}/patients/1001")
     assert response.status_code == 429
     assert response.json()["statusCode"] == 429
+
+
+def test_legacy_forms_can_be_chosen_when_the_sandbox_is_built() -> None:
+    limits = QboLimits(requests_per_window=1, window_seconds=30)
+    with Sandbox(
+        seed=3, quotes=2, limits=limits, throttle_status=403, legacy_deleted_spelling=True
+    ) as legacy:
+        caller = QboCaller(legacy, legacy.oauth.mint()["access_token"])
+        created = caller.json(caller.post("customer", {"DisplayName": "2999.LG"}))["Customer"]
+        assert_throttle_xml(caller.query("SELECT * FROM Item"), 403)
+        caller.http.close()
+        assert legacy.company.deactivate_customer(created["Id"])["DisplayName"] == (
+            "2999.LG (Deleted)"
+        )
