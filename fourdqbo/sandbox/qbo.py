@@ -2,25 +2,40 @@
 
 `Company` holds the entities (Invoice, Customer, Item, Estimate) and enforces QBO's rules:
 string Ids, a `SyncToken` that grows on every change (stale token: fault 5010), unknown
-Id (610), unique customer `DisplayName` across active and inactive customers (6240),
+Id (610), unique customer `DisplayName` across customers, vendors and employees (6240),
 duplicate `DocNumber` (6140, a company setting), `Amount == Qty x UnitPrice` on sales
 lines (6000), references that must exist and be active (2500), `TotalAmt`/`Balance`
-computed with Decimal, `MetaData` times with the company's UTC offset, voids and deletes.
+computed with Decimal, `MetaData` times with seconds and the company's offset (following
+daylight saving), voids and deletes. Shapes follow the recorded answers of API-NOTES.md:
 
-`QboService` is the HTTP face under `/v3/company/{realmId}/`: Bearer token checked (401,
-fault 3200), `minorversion` required, JSON content type required on writes, `query`,
-`batch` (at most 30 independent items, answered in a shuffled order), single-entity
-reads and writes, `requestid` replays, and an `intuit_tid` header on every answer.
+- A customer made inactive is renamed "<name> (deleted)" (DisplayName and
+  FullyQualifiedName; PrintOnCheckName keeps the plain name; legacy " (Deleted)" with
+  `CompanySettings.legacy_deleted_spelling`), freeing the plain name. Made active again
+  without a DisplayName it keeps the suffix; with one, the name is checked for uniqueness.
+- A void keeps the invoice with every amount 0 and PrivateNote "Voided" (see `_void` for
+  what a later update does); a delete answers `{"status": "Deleted", "domain", "Id"}`.
+- A change log (`changes()`) of every create, update, delete, void, payment,
+  (de)activation and email, by the API or by the methods that stand for a person working
+  in QBO (`edit_invoice`, `delete_invoice`, `void_invoice`, `apply_payment`,
+  `send_invoice_email`, `deactivate_customer`, `set_customer_active`, `rename_customer`),
+  in simulated time. `cdc()` answers from it.
+
+`QboService` is the HTTP face under `/v3/company/{realmId}/`: Bearer token checked (401
+in QBO's lower-case AUTHENTICATION shape), `minorversion` required, JSON content type
+required on writes, `query`, `batch` (at most 30 independent items, answered in a
+shuffled order), `cdc`, single-entity reads and writes, `requestid` replays, and an
+`intuit_tid` header on every answer. Throttling lives in `server.py`.
 """
 
 from __future__ import annotations
 
 import copy
 import random
+import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -29,6 +44,7 @@ from fourdqbo import jsonio
 from fourdqbo.money import cents
 from fourdqbo.sandbox import qbo_query
 from fourdqbo.sandbox.base import SimClock, SimRequest, SimResponse
+from fourdqbo.timefmt import parse_instant
 
 ENTITIES = ("Invoice", "Customer", "Item", "Estimate")
 RESOURCES = {name.lower(): name for name in ENTITIES}
@@ -50,6 +66,7 @@ TRANSACTION_FIELDS = (
     "CustomerMemo",
     "BillEmail",
     "SalesTermRef",
+    "BillAddr",
 )
 CUSTOMER_FIELDS = (
     "DisplayName",
@@ -66,6 +83,18 @@ CUSTOMER_FIELDS = (
     "Active",
 )
 ITEM_FIELDS = ("Name", "Description", "Active", "Type", "UnitPrice", "Sku", "IncomeAccountRef")
+# What QBO appends to the DisplayName of a customer made inactive; older answers spell it
+# with a capital D (CompanySettings.legacy_deleted_spelling).
+INACTIVE_SUFFIX = " (deleted)"
+LEGACY_INACTIVE_SUFFIX = " (Deleted)"
+# A name already carrying the suffix, in either spelling, or our "(deleted-2)" for the
+# second customer of the same name made inactive.
+_SUFFIXED = re.compile(r"^(?P<plain>.*?) \(deleted(?:-\d+)?\)$", re.IGNORECASE | re.DOTALL)
+# How many leading characters of a refused bearer token QBO's 401 detail repeats.
+TOKEN_ECHO = 8
+CDC_REACH = timedelta(days=30)
+CDC_MAX_OBJECTS = 1000
+VOIDED_NOTE = "Voided"
 
 
 class QboFault(Exception):
@@ -149,6 +178,16 @@ def invalid_reference(what: str, ident: Any, *, inactive: bool = False) -> QboFa
     return QboFault("2500", "Invalid Reference Id", detail, element=what)
 
 
+def duplicate_name() -> QboFault:
+    """6240 as recorded: the same words whether a customer, vendor or employee has it."""
+    return QboFault(
+        "6240",
+        "Duplicate Name Exists Error",
+        "The name supplied already exists. : Another customer, vendor or employee is already "
+        "using this name. Please use a different name.",
+    )
+
+
 def business(detail: str, element: str = "") -> QboFault:
     return QboFault(
         "6000",
@@ -177,6 +216,31 @@ class CompanySettings:
     # Whether a write repeated with the same `requestid` is answered from the first one.
     honour_requestid: bool = True
     timezone: str = "America/Los_Angeles"
+    # Spell the inactive-customer suffix " (Deleted)" as older QBO answers do.
+    legacy_deleted_spelling: bool = False
+
+
+@dataclass(frozen=True)
+class ChangeRecord:
+    """One entry of the company's change log: what CDC answers from.
+
+    `kind` is "create", "update", "delete", "void", "payment", "deactivate",
+    "reactivate" or "email"; `by` is "api" (a request), "person" (the methods standing for
+    someone working in QBO) or "seed".
+    """
+
+    at: datetime  # aware UTC, simulated time
+    entity: str
+    id: str
+    kind: str
+    by: str
+    sync_token: str | None  # after the change; None for a delete
+
+
+def plain_name(display_name: str) -> str:
+    """A DisplayName without the suffix QBO gives inactive customers (either spelling)."""
+    match = _SUFFIXED.match(display_name)
+    return match.group("plain") if match else display_name
 
 
 class Company:
@@ -202,6 +266,14 @@ class Company:
         # DisplayNames of vendors and employees: QBO keeps names unique across all three
         # lists, but a Customer query never shows these.
         self.other_names: set[str] = set()
+        # The change log CDC answers from: every change, and per entity the latest one of
+        # each Id (ordered by time, then by log position).
+        self._changes: list[ChangeRecord] = []
+        self._latest: dict[str, dict[str, tuple[datetime, int]]] = {name: {} for name in ENTITIES}
+
+    @property
+    def inactive_suffix(self) -> str:
+        return LEGACY_INACTIVE_SUFFIX if self.settings.legacy_deleted_spelling else INACTIVE_SUFFIX
 
     # -- time ------------------------------------------------------------------------------
 
@@ -266,50 +338,153 @@ class Company:
     def estimates(self) -> list[dict[str, Any]]:
         return self._list("Estimate")
 
-    # -- test mutations --------------------------------------------------------------------
+    def changes(self, entity: str | None = None) -> list[ChangeRecord]:
+        """The change log (oldest first), for tests and the chaos suite."""
+        with self.lock:
+            return [c for c in self._changes if entity is None or c.entity == entity]
+
+    # -- what a person does in QBO -----------------------------------------------------------
+    # Not API requests (so not in the request log), but real changes: they bump SyncToken
+    # and LastUpdatedTime and go into the change log with by="person". An unknown Id is a
+    # KeyError; an edit QBO would refuse raises the QboFault the API would answer.
 
     def apply_payment(self, invoice_id: str, amount: Decimal | str | int) -> dict[str, Any]:
-        """Receive a payment against an invoice: Balance drops, SyncToken grows."""
+        """Receive a payment against an invoice: a Payment is linked, Balance drops."""
         value = cents(Decimal(str(amount)))
         with self.lock:
-            invoice = self._store["Invoice"].get(str(invoice_id))
-            if invoice is None:
-                raise KeyError(invoice_id)
+            invoice = self._person_target("Invoice", invoice_id)
             self._paid[invoice["Id"]] = self._paid.get(invoice["Id"], Decimal("0")) + value
             self._payment_ids += 1
             invoice.setdefault("LinkedTxn", []).append(
                 {"TxnId": str(self._payment_ids), "TxnType": "Payment"}
             )
             invoice["Balance"] = cents(invoice["TotalAmt"] - self._paid[invoice["Id"]])
-            self._touch(invoice)
+            self._touch(invoice, "Invoice", "payment", "person")
             return copy.deepcopy(invoice)
+
+    def edit_invoice(
+        self,
+        invoice_id: str,
+        *,
+        line_amounts: Mapping[int, Decimal | str | int] | None = None,
+        descriptions: Mapping[int, str] | None = None,
+        txn_date: date | str | None = None,
+        due_date: date | str | None = None,
+        add_line: Mapping[str, Any] | None = None,
+        remove_lines: Iterable[int] = (),
+        custom_fields: Mapping[str, str | None] | None = None,
+        private_note: str | None = None,
+    ) -> dict[str, Any]:
+        """Edit an invoice as a bookkeeper does in QBO's invoice form.
+
+        Lines are named by their `LineNum` (1-based, as a read shows them). A new amount
+        keeps `Amount == Qty x UnitPrice` (to the cent, as QBO checks): the rate becomes
+        amount / Qty rounded to 7 places, or Qty 1 and rate = amount when even that does not
+        multiply back. `add_line` is a line in the API's shape
+        (DetailType defaults to SalesItemLineDetail). `custom_fields` maps a field's Name
+        or DefinitionId to its new value (None clears it). TotalAmt and Balance follow.
+        """
+        with self.lock:
+            current = self._person_target("Invoice", invoice_id)
+            lines = [
+                copy.deepcopy(line)
+                for line in current["Line"]
+                if line.get("DetailType") != "SubTotalLineDetail"
+            ]
+            by_num = {line["LineNum"]: line for line in lines}
+            for number, amount in (line_amounts or {}).items():
+                _set_line_amount(by_num[number], Decimal(str(amount)))
+            for number, text in (descriptions or {}).items():
+                by_num[number]["Description"] = text
+            removed = set(remove_lines)
+            if removed - set(by_num):
+                raise KeyError(sorted(removed - set(by_num)))
+            lines = [line for line in lines if line["LineNum"] not in removed]
+            if add_line is not None:
+                lines.append({"DetailType": "SalesItemLineDetail", **copy.deepcopy(add_line)})
+            body: dict[str, Any] = {
+                "Id": current["Id"],
+                "SyncToken": current["SyncToken"],
+                "sparse": True,
+                "Line": lines,
+            }
+            if txn_date is not None:
+                body["TxnDate"] = str(txn_date)
+            if due_date is not None:
+                body["DueDate"] = str(due_date)
+            if private_note is not None:
+                body["PrivateNote"] = private_note
+            if custom_fields:
+                values = {f["DefinitionId"]: f.get("StringValue") for f in current["CustomField"]}
+                for key, value in custom_fields.items():
+                    definition = next(
+                        (d for d, n in CUSTOM_FIELD_DEFINITIONS.items() if key in (d, n)), None
+                    )
+                    if definition is None:
+                        raise KeyError(key)
+                    values[definition] = value
+                body["CustomField"] = [
+                    {"DefinitionId": d, "StringValue": v} for d, v in values.items() if v
+                ]
+            return self._update("Invoice", body, by="person")
+
+    def delete_invoice(self, invoice_id: str) -> dict[str, Any]:
+        """Delete an invoice (QBO's "Delete" in the invoice form)."""
+        with self.lock:
+            current = self._person_target("Invoice", invoice_id)
+            return self._delete("Invoice", current, by="person")
+
+    def void_invoice(self, invoice_id: str) -> dict[str, Any]:
+        """Void an invoice (QBO's "Void"): kept, amounts zero, PrivateNote "Voided"."""
+        with self.lock:
+            current = self._person_target("Invoice", invoice_id)
+            return self._void(current, by="person")
+
+    def send_invoice_email(self, invoice_id: str) -> dict[str, Any]:
+        """Email an invoice from QBO: EmailStatus and a new SyncToken, no content change."""
+        with self.lock:
+            invoice = self._person_target("Invoice", invoice_id)
+            invoice["EmailStatus"] = "EmailSent"
+            invoice["DeliveryInfo"] = {"DeliveryType": "Email", "DeliveryTime": self.stamp()}
+            self._touch(invoice, "Invoice", "email", "person")
+            return copy.deepcopy(invoice)
+
+    def deactivate_customer(self, customer_id: str) -> dict[str, Any]:
+        """Make a customer inactive: its DisplayName gains " (deleted)"."""
+        return self.set_customer_active(customer_id, False)
+
+    def set_customer_active(self, customer_id: str, active: bool) -> dict[str, Any]:
+        """Make a customer (in)active as the API's sparse update of `Active` does: made
+        active again, it keeps its suffixed name until someone renames it."""
+        with self.lock:
+            current = self._person_target("Customer", customer_id)
+            body = {"Id": current["Id"], "SyncToken": current["SyncToken"], "sparse": True}
+            return self._update("Customer", {**body, "Active": active}, by="person")
+
+    def rename_customer(self, customer_id: str, name: str) -> dict[str, Any]:
+        """Change a customer's DisplayName (6240 QboFault when another holds the name)."""
+        with self.lock:
+            current = self._person_target("Customer", customer_id)
+            body = {"Id": current["Id"], "SyncToken": current["SyncToken"], "sparse": True}
+            return self._update("Customer", {**body, "DisplayName": name}, by="person")
 
     def add_vendor(self, display_name: str) -> None:
         """A vendor (or employee) holding a name, invisible to Customer queries."""
         with self.lock:
             self.other_names.add(display_name.casefold())
 
-    def set_customer_active(self, customer_id: str, active: bool) -> dict[str, Any]:
-        with self.lock:
-            customer = self._store["Customer"][str(customer_id)]
-            customer["Active"] = active
-            self._touch(customer)
-            return copy.deepcopy(customer)
+    def _person_target(self, entity: str, ident: str) -> dict[str, Any]:
+        found = self._store[entity].get(str(ident))
+        if found is None:
+            raise KeyError(ident)
+        return found
 
     def insert(
         self, entity: str, body: Mapping[str, Any], *, at: datetime | None = None
     ) -> dict[str, Any]:
         """Create an entity through the normal rules, back-dated to `at` (for seeding)."""
         with self.lock:
-            created = self.create(entity, body)
-            if at is not None:
-                stored = self._store[entity][created["Id"]]
-                stored["MetaData"] = {
-                    "CreateTime": self.stamp(at),
-                    "LastUpdatedTime": self.stamp(at),
-                }
-                created = copy.deepcopy(stored)
-            return created
+            return self._create(entity, _object_body(body), by="seed", at=at)
 
     # -- the API operations ----------------------------------------------------------------
 
@@ -361,97 +536,194 @@ class Company:
         if body.get("Id") not in (None, ""):
             return self.update(entity, body)
         with self.lock:
-            if entity in TRANSACTIONS:
-                stored = self._build_transaction(entity, body, None)
-            elif entity == "Customer":
-                stored = self._build_customer(body, None)
-            else:
-                stored = self._build_item(body, None)
-            ident = str(self._next_id[entity])
-            self._next_id[entity] += 1
-            now = self.stamp()
-            stored = {
-                "Id": ident,
-                "SyncToken": "0",
-                "domain": "QBO",
-                "sparse": False,
-                "MetaData": {"CreateTime": now, "LastUpdatedTime": now},
-                **stored,
-            }
-            if entity == "Invoice":
-                stored["Balance"] = stored["TotalAmt"]
-            self._store[entity][ident] = stored
-            self._index_doc(entity, stored)
-            self._balances_stale = True
-            return copy.deepcopy(stored)
+            return self._create(entity, body, by="api")
+
+    def _create(
+        self, entity: str, body: dict[str, Any], *, by: str, at: datetime | None = None
+    ) -> dict[str, Any]:
+        if entity in TRANSACTIONS:
+            stored = self._build_transaction(entity, body, None)
+        elif entity == "Customer":
+            stored = self._build_customer(body, None)
+        else:
+            stored = self._build_item(body, None)
+        ident = str(self._next_id[entity])
+        self._next_id[entity] += 1
+        now = self.stamp(at)
+        stored = {
+            "Id": ident,
+            "SyncToken": "0",
+            "domain": "QBO",
+            "sparse": False,
+            "MetaData": {"CreateTime": now, "LastUpdatedTime": now},
+            **stored,
+        }
+        if entity == "Invoice":
+            stored["Balance"] = stored["TotalAmt"]
+        self._store[entity][ident] = stored
+        self._index_doc(entity, stored)
+        self._balances_stale = True
+        self._log_change(entity, ident, "create", by, "0", at)
+        return copy.deepcopy(stored)
 
     def update(self, entity: str, body: Any) -> dict[str, Any]:
         body = _object_body(body)
         with self.lock:
-            current = self._current(entity, body)
-            sparse = body.get("sparse") is True or str(body.get("sparse")).lower() == "true"
-            fields = _writable(entity)
-            if sparse:
-                merged = {k: copy.deepcopy(current[k]) for k in fields if k in current}
-                merged.update({k: body[k] for k in fields if k in body})
-            else:
-                merged = {k: body[k] for k in fields if k in body}
-                if entity == "Customer" and "Active" not in merged:
-                    merged["Active"] = current.get("Active", True)
-            if entity in TRANSACTIONS:
-                built = self._build_transaction(entity, merged, current)
-            elif entity == "Customer":
-                built = self._build_customer(merged, current)
-            else:
-                built = self._build_item(merged, current)
-            stored = {
-                "Id": current["Id"],
-                "SyncToken": current["SyncToken"],
-                "domain": "QBO",
-                "sparse": False,
-                "MetaData": dict(current["MetaData"]),
-                **built,
-            }
-            if entity == "Invoice":
-                stored["LinkedTxn"] = current.get("LinkedTxn", [])
-                paid = self._paid.get(current["Id"], Decimal("0"))
-                stored["Balance"] = cents(stored["TotalAmt"] - paid)
-            self._touch(stored)
-            self._unindex_doc(entity, current)
-            self._store[entity][current["Id"]] = stored
-            self._index_doc(entity, stored)
-            return copy.deepcopy(stored)
+            return self._update(entity, body, by="api")
+
+    def _update(self, entity: str, body: dict[str, Any], *, by: str) -> dict[str, Any]:
+        current = self._current(entity, body)
+        sparse = body.get("sparse") is True or str(body.get("sparse")).lower() == "true"
+        fields = _writable(entity)
+        if sparse:
+            merged = {k: copy.deepcopy(current[k]) for k in fields if k in current}
+            merged.update({k: body[k] for k in fields if k in body})
+        else:
+            merged = {k: body[k] for k in fields if k in body}
+            if entity == "Customer" and "Active" not in merged:
+                merged["Active"] = current.get("Active", True)
+        if entity in TRANSACTIONS:
+            built = self._build_transaction(entity, merged, current)
+        elif entity == "Customer":
+            built = self._build_customer(merged, current)
+        else:
+            built = self._build_item(merged, current)
+        stored = {
+            "Id": current["Id"],
+            "SyncToken": current["SyncToken"],
+            "domain": "QBO",
+            "sparse": False,
+            "MetaData": dict(current["MetaData"]),
+            **built,
+        }
+        if entity == "Invoice":
+            stored["LinkedTxn"] = current.get("LinkedTxn", [])
+            paid = self._paid.get(current["Id"], Decimal("0"))
+            stored["Balance"] = cents(stored["TotalAmt"] - paid)
+            for name in ("EmailStatus", "DeliveryInfo"):
+                if name in current:
+                    stored[name] = current[name]  # emailing is not undone by an edit
+        kind = "update"
+        if entity == "Customer" and stored.get("Active") != current.get("Active"):
+            kind = "reactivate" if stored.get("Active") else "deactivate"
+        self._touch(stored, entity, kind, by)
+        self._unindex_doc(entity, current)
+        self._store[entity][current["Id"]] = stored
+        self._index_doc(entity, stored)
+        if entity == "Customer" and stored["DisplayName"] != current["DisplayName"]:
+            self._rename_references(stored)
+        return copy.deepcopy(stored)
 
     def delete(self, entity: str, body: Any) -> dict[str, Any]:
         body = _object_body(body)
         if entity not in TRANSACTIONS:
             raise QboFault("500", "Unsupported Operation", "Operation Delete is not supported.")
         with self.lock:
-            current = self._current(entity, body)
-            del self._store[entity][current["Id"]]
-            self._unindex_doc(entity, current)
-            self._balances_stale = True
-            self._paid.pop(current["Id"], None)
-            self.deleted.append(copy.deepcopy(current))
-            return {"status": "Deleted", "domain": "QBO", "Id": current["Id"]}
+            return self._delete(entity, self._current(entity, body), by="api")
+
+    def _delete(self, entity: str, current: dict[str, Any], *, by: str) -> dict[str, Any]:
+        del self._store[entity][current["Id"]]
+        self._unindex_doc(entity, current)
+        self._balances_stale = True
+        self._paid.pop(current["Id"], None)
+        self.deleted.append(copy.deepcopy(current))
+        self._log_change(entity, current["Id"], "delete", by, None)
+        return {"status": "Deleted", "domain": "QBO", "Id": current["Id"]}
 
     def void(self, entity: str, body: Any) -> dict[str, Any]:
         body = _object_body(body)
         if entity != "Invoice":
             raise QboFault("500", "Unsupported Operation", "Operation Void is not supported.")
         with self.lock:
-            current = self._current(entity, body)
-            for line in current["Line"]:
-                line["Amount"] = Decimal("0.00")
-                detail = line.get("SalesItemLineDetail")
-                if isinstance(detail, dict) and "UnitPrice" in detail:
-                    detail["UnitPrice"] = Decimal("0")
-            current["TotalAmt"] = Decimal("0.00")
-            current["Balance"] = Decimal("0.00")
-            current["PrivateNote"] = "Voided"
-            self._paid.pop(current["Id"], None)
-            self._touch(current)
-            return copy.deepcopy(current)
+            return self._void(self._current(entity, body), by="api")
+
+    def _void(self, current: dict[str, Any], *, by: str) -> dict[str, Any]:
+        """QBO keeps a voided invoice (DocNumber, customer, lines) with every amount zero.
+
+        PrivateNote becomes "Voided", or "Voided - <the note it had>". It is ordinary data
+        afterwards: a later update of the voided invoice (new lines, amounts again) keeps
+        it unless the update sends its own PrivateNote, as QBO does not touch fields an
+        update leaves out. So "voided" means PrivateNote starting with "Voided" AND zero
+        amounts, never either alone. Applied payments are unlinked (they become credit).
+        """
+        for line in current["Line"]:
+            line["Amount"] = Decimal("0.00")
+            detail = line.get("SalesItemLineDetail")
+            if isinstance(detail, dict) and "UnitPrice" in detail:
+                detail["UnitPrice"] = Decimal("0")  # Qty x 0 = 0: the line stays valid
+        current["TotalAmt"] = Decimal("0.00")
+        current["Balance"] = Decimal("0.00")
+        current["TxnTaxDetail"] = {"TotalTax": Decimal("0")}
+        note = str(current.get("PrivateNote") or "")
+        if not note.startswith(VOIDED_NOTE):
+            current["PrivateNote"] = f"{VOIDED_NOTE} - {note}" if note else VOIDED_NOTE
+        current["LinkedTxn"] = [
+            link for link in current.get("LinkedTxn", []) if link.get("TxnType") != "Payment"
+        ]
+        self._paid.pop(current["Id"], None)
+        self._touch(current, "Invoice", "void", by)
+        return copy.deepcopy(current)
+
+    # -- change data capture ---------------------------------------------------------------
+
+    def cdc(self, entities: Sequence[str], since: datetime) -> list[dict[str, Any]]:
+        """The `QueryResponse` list of a CDC answer: one object per entity, in order.
+
+        Changes at or after `since` (inclusive, compared at the second MetaData shows, so
+        a client may pass the last LastUpdatedTime it saw and lose nothing) count; each
+        changed object appears once, as it is now, or as a deleted stub. More than
+        CDC_MAX_OBJECTS changed: the ones whose last change is EARLIEST, ordered by last
+        change ascending, so a client pages forward by time from the last one it got.
+        `since` more than CDC_REACH before now: QboFault 400 (see `cdc_too_old`).
+        """
+        with self.lock:
+            now = self.clock.now()
+            since = since.replace(microsecond=0)
+            if since < now - CDC_REACH:
+                raise cdc_too_old(since.astimezone(self.zone), now - CDC_REACH, self.zone)
+            if "Customer" in entities:
+                self._refresh_balances()
+            answers: list[dict[str, Any]] = []
+            for entity in entities:
+                changed = sorted(
+                    (
+                        (at, seq, ident)
+                        for ident, (at, seq) in self._latest[entity].items()
+                        if at.replace(microsecond=0) >= since
+                    ),
+                )[:CDC_MAX_OBJECTS]
+                objects = [self._cdc_object(entity, ident, at) for at, _, ident in changed]
+                if objects:
+                    answers.append(
+                        {entity: objects, "startPosition": 1, "maxResults": len(objects)}
+                    )
+                else:
+                    answers.append({})
+            return answers
+
+    def _cdc_object(self, entity: str, ident: str, at: datetime) -> dict[str, Any]:
+        stored = self._store[entity].get(ident)
+        if stored is None:
+            return {
+                "domain": "QBO",
+                "status": "Deleted",
+                "Id": ident,
+                "MetaData": {"LastUpdatedTime": self.stamp(at)},
+            }
+        return copy.deepcopy(stored)
+
+    def _log_change(
+        self,
+        entity: str,
+        ident: str,
+        kind: str,
+        by: str,
+        sync_token: str | None,
+        at: datetime | None = None,
+    ) -> None:
+        moment = at or self.clock.now()
+        self._changes.append(ChangeRecord(moment, entity, ident, kind, by, sync_token))
+        self._latest[entity][ident] = (moment, len(self._changes))
 
     # -- rules -----------------------------------------------------------------------------
 
@@ -469,10 +741,19 @@ class Company:
             raise stale(entity, current["Id"])
         return current
 
-    def _touch(self, stored: dict[str, Any]) -> None:
+    def _touch(self, stored: dict[str, Any], entity: str, kind: str, by: str) -> None:
         self._balances_stale = True
         stored["SyncToken"] = str(int(stored["SyncToken"]) + 1)
-        stored["MetaData"]["LastUpdatedTime"] = self.stamp()
+        now = self.clock.now()
+        stored["MetaData"]["LastUpdatedTime"] = self.stamp(now)
+        self._log_change(entity, stored["Id"], kind, by, stored["SyncToken"], now)
+
+    def _rename_references(self, customer: Mapping[str, Any]) -> None:
+        """A transaction's CustomerRef.name is the customer's name now (QBO joins it)."""
+        for entity in TRANSACTIONS:
+            for stored in self._store[entity].values():
+                if stored["CustomerRef"]["value"] == customer["Id"]:
+                    stored["CustomerRef"]["name"] = customer["DisplayName"]
 
     def _index_doc(self, entity: str, stored: Mapping[str, Any]) -> None:
         if stored.get("DocNumber"):
@@ -544,9 +825,12 @@ class Company:
         }
         if doc_number is not None:
             built["DocNumber"] = doc_number
-        for name in ("PrivateNote", "CustomerMemo", "BillEmail", "SalesTermRef"):
+        for name in ("PrivateNote", "CustomerMemo", "BillEmail", "SalesTermRef", "BillAddr"):
             if body.get(name) is not None:
                 built[name] = copy.deepcopy(body[name])
+        billed = self._store["Customer"][customer["value"]]
+        if "BillAddr" not in built and billed.get("BillAddr"):
+            built["BillAddr"] = copy.deepcopy(billed["BillAddr"])  # QBO fills it in
         if entity == "Estimate":
             built["TxnStatus"] = "Pending"
         return built
@@ -680,29 +964,17 @@ class Company:
             raise length_fault("DisplayName", 500, len(display))
         if ":" in display:
             raise invalid_property("DisplayName")
-        if display.casefold() in self.other_names:
-            raise QboFault(
-                "6240",
-                "Duplicate Name Exists Error",
-                "The name supplied already exists. : Another customer, vendor or employee "
-                "is already using this name. Please use a different name.",
-            )
-        for other in self._store["Customer"].values():
-            if other["DisplayName"].casefold() == display.casefold() and (
-                current is None or other["Id"] != current["Id"]
-            ):
-                raise QboFault(
-                    "6240",
-                    "Duplicate Name Exists Error",
-                    "The name supplied already exists. : Another customer, vendor or employee "
-                    f"is already using this name. Please use a different name. Id={other['Id']}",
-                )
         active = body.get("Active", True)
+        active = active is True or str(active).lower() == "true"
+        if not active:
+            display = self._inactive_name(display, current)
+        if display.casefold() in self.other_names or self._name_holder(display, current):
+            raise duplicate_name()
         built: dict[str, Any] = {
             "DisplayName": display,
             "FullyQualifiedName": display,
-            "PrintOnCheckName": display,
-            "Active": active is True or str(active).lower() == "true",
+            "PrintOnCheckName": plain_name(display),
+            "Active": active,
             "Taxable": False,
             "Job": False,
             "BillWithParent": False,
@@ -717,6 +989,35 @@ class Company:
             if name not in ("DisplayName", "Active") and body.get(name) is not None:
                 built[name] = copy.deepcopy(body[name])
         return built
+
+    def _name_holder(
+        self, display: str, current: Mapping[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """The other customer whose stored DisplayName is `display` (ignoring case)."""
+        wanted = display.casefold()
+        for other in self._store["Customer"].values():
+            if other["DisplayName"].casefold() == wanted and (
+                current is None or other["Id"] != current["Id"]
+            ):
+                return other
+        return None
+
+    def _inactive_name(self, display: str, current: Mapping[str, Any] | None) -> str:
+        """The DisplayName of an inactive customer: it always carries the suffix.
+
+        A name that already has it (either spelling) is kept. When another inactive
+        customer already holds "<name> (deleted)" we write "<name> (deleted-2)", then -3:
+        the names stay unique; real QBO's choice here is not recorded in our notes.
+        """
+        if _SUFFIXED.match(display):
+            return display
+        suffix = self.inactive_suffix
+        candidate = display + suffix
+        number = 2
+        while self._name_holder(candidate, current) is not None:
+            candidate = f"{display}{suffix[:-1]}-{number})"
+            number += 1
+        return candidate
 
     def _build_item(
         self, body: Mapping[str, Any], current: Mapping[str, Any] | None
@@ -748,6 +1049,34 @@ class Company:
             if body.get(field) is not None:
                 built[field] = str(body[field])
         return built
+
+
+def cdc_too_old(since: datetime, earliest: datetime, zone: Any) -> QboFault:
+    """CDC reaches 30 days back; the detail opens with real QBO's words for it."""
+    return QboFault(
+        "2010",
+        "Request has invalid or unsupported property",
+        f"Operation cdc with changedSince date {since.isoformat(timespec='seconds')} which is "
+        f"older than fixed days is not supported. CDC reaches 30 days back: changedSince "
+        f"must be on or after {earliest.astimezone(zone).isoformat(timespec='seconds')}",
+        element="changedSince",
+    )
+
+
+def _set_line_amount(line: dict[str, Any], amount: Decimal) -> None:
+    """A new line amount as QBO's form sets it, keeping Amount == Qty x UnitPrice."""
+    line["Amount"] = cents(amount)
+    detail = line.get("SalesItemLineDetail")
+    if not isinstance(detail, dict) or "UnitPrice" not in detail:
+        return
+    qty = detail.get("Qty")
+    if qty:
+        rate = (cents(amount) / Decimal(str(qty))).quantize(Decimal("0.0000001"))
+        if cents(rate * Decimal(str(qty))) == cents(amount):
+            detail["UnitPrice"] = Decimal(format(rate.normalize(), "f"))
+            return
+    detail["Qty"] = Decimal("1")
+    detail["UnitPrice"] = cents(amount)
 
 
 def _writable(entity: str) -> tuple[str, ...]:
@@ -841,15 +1170,29 @@ class QboService:
             fault.status, {"Fault": fault.fault(), "time": self.company.response_time()}
         )
 
-    def authentication_failed(self, detail: str) -> SimResponse:
-        return self.fault_response(
-            QboFault(
-                "3200",
-                "message=AuthenticationFailed; errorCode=003200; statusCode=401",
-                detail,
-                status=401,
-                kind="AUTHENTICATION",
-            )
+    def authentication_failed(self, token: str) -> SimResponse:
+        """QBO's 401: not the usual Fault shape (lower-case keys, epoch-ms `time`), always
+        JSON, and its detail quotes the start of the token presented (TOKEN_ECHO chars):
+        the reason a client must scrub it before logging."""
+        body = {
+            "warnings": None,
+            "fault": {
+                "error": [
+                    {
+                        "message": "message=AuthenticationFailed; errorCode=003200; statusCode=401",
+                        "detail": f"Token expired: {token[:TOKEN_ECHO]}…",
+                        "code": "3200",
+                        "element": None,
+                    }
+                ],
+                "type": "AUTHENTICATION",
+            },
+            "time": int(self.company.clock.now().timestamp() * 1000),
+        }
+        return SimResponse(
+            401,
+            jsonio.dumps(body).encode(),
+            headers={"WWW-Authenticate": 'Bearer realm="Intuit", error="invalid_token"'},
         )
 
     def _handle(self, request: SimRequest) -> SimResponse:
@@ -858,13 +1201,9 @@ class QboService:
             return SimResponse(404, {"error": "not found"})
         authorization = request.header("authorization") or ""
         scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            return self.authentication_failed("Authorization header missing or not Bearer")
-        verdict = self.check_access(token.strip())
-        if verdict != "ok":
-            return self.authentication_failed(
-                "Token expired" if verdict == "expired" else "Token invalid"
-            )
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token or self.check_access(token) != "ok":
+            return self.authentication_failed(token)
         if parts[2] != self.company.realm_id:
             raise QboFault(
                 "3100",
@@ -887,6 +1226,10 @@ class QboService:
             return self._query(request)
         if resource == "batch" and not rest:
             return self._replayable(request, self._batch)
+        if resource == "cdc" and not rest:
+            if request.method != "GET":
+                return SimResponse(405, {"error": "method not allowed"})
+            return self._cdc(request)
         if resource == "companyinfo" and request.method == "GET":
             return self._ok({"CompanyInfo": self.company.company_info()})
         entity = RESOURCES.get(resource)
@@ -923,6 +1266,41 @@ class QboService:
         if statement is None:
             raise required("query")
         return self._ok({"QueryResponse": self.company.query(statement)})
+
+    def _cdc(self, request: SimRequest) -> SimResponse:
+        """`GET cdc?entities=Invoice,Customer&changedSince=<ISO date-time with a zone>`."""
+        raw_entities = request.param("entities")
+        raw_since = request.param("changedSince")
+        if raw_entities is None or not raw_entities.strip():
+            raise required("entities")
+        if raw_since is None or not raw_since.strip():
+            raise required("changedSince")
+        entities: list[str] = []
+        for name in raw_entities.split(","):
+            entity = RESOURCES.get(name.strip().lower())
+            if entity is None:
+                raise QboFault(
+                    "2010",
+                    "Request has invalid or unsupported property",
+                    f"Property Name:entities specified is unsupported or invalid: "
+                    f"{name.strip()!r} is not an entity CDC answers for "
+                    f"({', '.join(ENTITIES)})",
+                    element="entities",
+                )
+            if entity not in entities:
+                entities.append(entity)
+        try:
+            since = parse_instant(raw_since)
+        except ValueError:
+            raise QboFault(
+                "2010",
+                "Request has invalid or unsupported property",
+                "Property Name:changedSince specified is unsupported or invalid: "
+                f"{raw_since!r} is not an ISO 8601 date-time with Z or an offset",
+                element="changedSince",
+            ) from None
+        answers = self.company.cdc(entities, since)
+        return self._ok({"CDCResponse": [{"QueryResponse": answers}]})
 
     def _replayable(
         self, request: SimRequest, action: Callable[[SimRequest], SimResponse]

@@ -311,9 +311,10 @@ class _Parser:
             self.next()
             max_results = self.positive_int("MAXRESULTS")
             if max_results > MAX_RESULTS_LIMIT:
+                # Refused, never capped (recorded answers).
                 raise QueryError(
-                    f"QueryValidationError: MAXRESULTS {max_results} exceeds the limit of "
-                    f"{MAX_RESULTS_LIMIT}",
+                    f"QueryValidationError: value {max_results} is too large. Max allowed "
+                    f"value is {MAX_RESULTS_LIMIT}",
                     code="4001",
                     message="Invalid query",
                 )

@@ -10,7 +10,8 @@ scenario covers what a sync meets in real life:
   seconds, null discounts, hidden supplies, anesthesia with and without a group, facility
   fees, null amounts and missing or null lists;
 - QBO Items named as DESIGN.md's defaults, a few unrelated customers, an INACTIVE customer
-  whose DisplayName is what fourdqbo computes for a completed quote's patient, a partly
+  whose DisplayName is what fourdqbo computes for a completed quote's patient plus the
+  " (deleted)" QBO appends on deactivation, a partly
   paid invoice that differs from its (completed) quote — a conflict — and an unpaid invoice
   of a quote that went back to active — to be deleted.
 
@@ -421,13 +422,11 @@ def _seed_company(
     long_ago = now - timedelta(days=400)
     for name in ITEM_NAMES:
         company.insert("Item", {"Name": name, "Type": "Service"}, at=long_ago)
-    retired = company.insert("Item", {"Name": "Old Supplies", "Type": "Service"}, at=long_ago)
-    company.update("Item", {"Id": retired["Id"], "SyncToken": "0", "sparse": True,
-                            "Active": False})  # fmt: skip
+    # Made inactive long ago (so not in a fresh CDC answer); QBO renamed the customer.
+    company.insert("Item", {"Name": "Old Supplies", "Type": "Service", "Active": False},
+                   at=long_ago)  # fmt: skip
     for name, active in GENERIC_CUSTOMERS:
-        created = company.insert("Customer", {"DisplayName": name}, at=long_ago)
-        if not active:
-            company.set_customer_active(created["Id"], False)
+        company.insert("Customer", {"DisplayName": name, "Active": active}, at=long_ago)
     facts = SeedFacts()
     amy = company.customer_by_name("Amy's Bird Sanctuary")
     consultation = company.item_by_name("Consultation")
@@ -456,10 +455,10 @@ def _seed_company(
         if existing is not None:
             return str(existing["Id"])
         created = company.insert(
-            "Customer", {"DisplayName": display_name(patient)}, at=now - timedelta(days=200)
+            "Customer",
+            {"DisplayName": display_name(patient), "Active": active},
+            at=now - timedelta(days=200),
         )
-        if not active:
-            company.set_customer_active(created["Id"], False)
         facts.customers_by_patient[patient.id] = created["Id"]
         used_patients.add(patient.id)
         return str(created["Id"])

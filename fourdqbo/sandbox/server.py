@@ -5,7 +5,8 @@ Mounts: 4D at `/4d/api/public`, QBO at `/qbo` (`/qbo/v3/company/{realm}/...`), O
 
 - QBO's throttle (`QboLimits`): a sliding window of requests with batch items counted one
   by one, a separate window of batch requests, and a cap on requests in flight; over any
-  of them: 429, sometimes with `Retry-After` and sometimes without (seeded).
+  of them: 429 (or 403, `ServiceKnobs.throttle_status`) with QBO's XML fault body whatever
+  was asked for, sometimes with `Retry-After` and sometimes without (seeded).
 - Knobs per service (`ServiceKnobs`), changeable while running: latency, a fault rate
   choosing among 429, 500, 503, a timeout (answer after `timeout_delay`, the write
   committed), a connection dropped before processing and "commit then drop" (the write is
@@ -76,6 +77,9 @@ class ServiceKnobs:
     timeout_delay: float = 3.0  # seconds a "timeout" answer is held back
     retry_after_share: float = 0.5  # share of 429s that carry Retry-After
     unauthorized: bool = False  # answer 401 to everything (credentials revoked mid-run)
+    # QBO only: the HTTP status of a throttled answer, 429, or 403 as older answers had it
+    # (same XML body either way, its message saying statusCode=403).
+    throttle_status: int = 429
     scripted: deque[tuple[str, bool]] = field(default_factory=deque)  # (kind, writes only)
 
 
@@ -194,6 +198,8 @@ class Sandbox:
         completed: int | None = None,
         preexisting: bool = True,
         timeout_delay: float = 3.0,
+        throttle_status: int = 429,
+        legacy_deleted_spelling: bool = False,
     ) -> None:
         self.seed = seed
         self.realm_id = realm_id
@@ -208,7 +214,10 @@ class Sandbox:
                 retry_after_share=1.0,
             ),
             qbo=ServiceKnobs(
-                fault_rate=fault_rate, latency_ms=latency_ms, timeout_delay=timeout_delay
+                fault_rate=fault_rate,
+                latency_ms=latency_ms,
+                timeout_delay=timeout_delay,
+                throttle_status=throttle_status,
             ),
             oauth=ServiceKnobs(timeout_delay=timeout_delay),
         )
@@ -222,6 +231,9 @@ class Sandbox:
         )
         self.practice: Practice = world.practice
         self.company: Company = world.company
+        # Set after seeding: the seeded inactive customers keep " (deleted)", so a legacy
+        # sandbox holds both spellings, as a company with old and new records does.
+        self.company.settings.legacy_deleted_spelling = legacy_deleted_spelling
         self.facts: SeedFacts = world.facts
         self.oauth = OAuthService(
             self.clock, client_id=QBO_CLIENT_ID, client_secret=QBO_CLIENT_SECRET, realm_id=realm_id
@@ -347,7 +359,8 @@ class Sandbox:
 
     @property
     def throttled_count(self) -> int:
-        """How many 429s the sandbox has sent (throttle and injected)."""
+        """How many throttled answers (429, or 403 in the legacy form) the sandbox has sent,
+        from the throttle and injected."""
         return self._throttled
 
     def set_limits(self, limits: QboLimits) -> None:
@@ -410,7 +423,7 @@ class Sandbox:
                     request, service_name, arrived, response, "dropped", fault=kind, **note
                 )
             if knobs.unauthorized:
-                response = self._unauthorized(service_name)
+                response = self._unauthorized(service_name, request)
             else:
                 response = LoopbackServer.route(self._server, request)
             if kind == "commit_then_drop":
@@ -461,26 +474,23 @@ class Sandbox:
             }
             return SimResponse(429, body, headers=headers)
         headers["intuit_tid"] = self.qbo.new_tid()
-        body = {
-            "Fault": {
-                "Error": [
-                    {
-                        "Message": "message=ThrottleExceeded; errorCode=003001; statusCode=429",
-                        "Detail": "The request limit was reached.",
-                        "code": "3001",
-                    }
-                ],
-                "type": "SERVICE",
-            },
-            "time": self.company.response_time(),
-        }
-        return SimResponse(429, body, headers=headers)
+        status = knobs.throttle_status
+        if status not in (429, 403):
+            raise ValueError(f"throttle_status must be 429 or 403, not {status!r}")
+        # XML whatever the client asked for: the gateway answers before QBO's API does.
+        return SimResponse(
+            status,
+            throttle_xml(status, self.company.response_time()),
+            headers=headers,
+            content_type="application/xml",
+        )
 
-    def _unauthorized(self, service: str) -> SimResponse:
+    def _unauthorized(self, service: str, request: SimRequest) -> SimResponse:
         if service == "fourd":
             return SimResponse(401, {"message": "Invalid client-id or client-secret"})
         if service == "qbo":
-            response = self.qbo.authentication_failed("Token revoked")
+            token = (request.header("authorization") or "").partition(" ")[2].strip()
+            response = self.qbo.authentication_failed(token)
             response.headers["intuit_tid"] = self.qbo.new_tid()
             return response
         return SimResponse(401, {"error": "invalid_client"})
@@ -518,6 +528,18 @@ class Sandbox:
         with self._log_lock:
             self._log.append(record)
         return response
+
+
+def throttle_xml(status: int, time_text: str) -> str:
+    """The body of a throttled QBO answer, as recorded (two spaces before "Try")."""
+    return (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+        f'<IntuitResponse xmlns="http://schema.intuit.com/finance/v3" time="{time_text}">'
+        '<Fault type="SERVICE"><Error code="3001">'
+        f"<Message>message=ThrottleExceeded; errorCode=003001; statusCode={status}</Message>"
+        "<Detail>The request limit was reached.  Try again later</Detail>"
+        "</Error></Fault></IntuitResponse>"
+    )
 
 
 def _service_of(raw_path: str) -> str | None:

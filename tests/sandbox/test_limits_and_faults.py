@@ -27,6 +27,24 @@ def tight_qbo(tight: Sandbox) -> Iterator[QboCaller]:
     caller.http.close()
 
 
+THROTTLE_XML = (
+    '<Fault type="SERVICE"><Error code="3001">'
+    "<Message>message=ThrottleExceeded; errorCode=003001; statusCode={status}</Message>"
+    "<Detail>The request limit was reached.  Try again later</Detail></Error></Fault>"
+    "</IntuitResponse>"
+)
+
+
+def assert_throttle_xml(response: httpx.Response, status: int) -> None:
+    """The recorded throttle answer: XML even though the caller asked for JSON."""
+    assert response.status_code == status
+    assert response.headers["content-type"].startswith("application/xml")
+    assert response.text.startswith("<?xml")
+    assert "<IntuitResponse " in response.text
+    assert response.text.endswith(THROTTLE_XML.format(status=status))
+    assert response.headers["intuit_tid"]
+
+
 def customer_items(count: int, prefix: str) -> list[dict]:
     return [
         {"bId": str(n), "operation": "create", "Customer": {"DisplayName": f"{prefix} {n}"}}
@@ -65,7 +83,7 @@ def test_per_window_limit_counts_batch_items_and_recovers(
     assert tight_qbo.query("SELECT * FROM Item").status_code == 200
     refused = tight_qbo.query("SELECT * FROM Item")  # 3 items + 2 queries = 5 already
     assert refused.status_code == 429
-    assert tight_qbo.json(refused)["Fault"]["Error"][0]["code"] == "3001"
+    assert_throttle_xml(refused, 429)
     assert tight.requests[-1].fault == "requests_per_window"
     time.sleep(1.05)
     assert tight_qbo.query("SELECT * FROM Item").status_code == 200
@@ -199,3 +217,70 @@ def test_limits_can_change_while_running(tight: Sandbox, tight_qbo: QboCaller) -
     assert tight_qbo.query("SELECT * FROM Item").status_code == 429
     tight.set_limits(QboLimits(requests_per_window=100, window_seconds=1))
     assert tight_qbo.query("SELECT * FROM Item").status_code == 200
+
+
+def test_every_kind_of_throttled_answer_is_the_recorded_xml(
+    tight: Sandbox, tight_qbo: QboCaller
+) -> None:
+    tight.inject("qbo", "429")
+    assert_throttle_xml(tight_qbo.query("SELECT * FROM Item"), 429)  # injected
+    one = [{"bId": "1", "Query": "SELECT * FROM Item"}]
+    assert tight_qbo.batch(one).status_code == 200
+    assert tight_qbo.batch(one).status_code == 200
+    assert_throttle_xml(tight_qbo.batch(one), 429)  # batch window
+    assert tight.requests[-1].fault == "batches_per_window"
+    assert_throttle_xml(tight_qbo.batch(customer_items(6, "Over")), 429)  # request window
+    assert tight.requests[-1].fault == "requests_per_window"
+
+
+@pytest.mark.parametrize("status", [429, 403])
+def test_in_flight_throttle_answers_xml_with_the_configured_status(
+    tight: Sandbox, tight_qbo: QboCaller, status: int
+) -> None:
+    tight.knobs.qbo.throttle_status = status
+    tight.knobs.qbo.latency_ms = 600
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(lambda _: tight_qbo.query("SELECT * FROM Item"), range(4)))
+    refused = [a for a in answers if a.status_code != 200]
+    assert len(refused) == 2
+    for answer in refused:
+        assert_throttle_xml(answer, status)
+
+
+def test_legacy_403_throttle_applies_to_window_and_injected_faults(
+    tight: Sandbox, tight_qbo: QboCaller
+) -> None:
+    tight.knobs.qbo.throttle_status = 403
+    for _ in range(5):
+        assert tight_qbo.query("SELECT * FROM Item").status_code == 200
+    assert_throttle_xml(tight_qbo.query("SELECT * FROM Item"), 403)
+    tight.set_limits(QboLimits(requests_per_window=100, window_seconds=1))
+    tight.inject("qbo", "429", times=20)
+    answers = [tight_qbo.query("SELECT * FROM Item") for _ in range(20)]
+    for answer in answers:
+        assert_throttle_xml(answer, 403)
+    assert 0 < sum("retry-after" in a.headers for a in answers) < 20  # still only a share
+    assert tight.throttled_count == 21
+
+
+def test_4d_throttling_keeps_its_own_json_shape(sandbox: Sandbox) -> None:
+    sandbox.knobs.fourd.throttle_status = 403  # a QBO-only knob: 4D's gateway ignores it
+    sandbox.inject("fourd", "429")
+    with httpx.Client(headers=FOURD_HEADERS) as client:
+        response = client.get(f"{sandbox.fourd_base_url}/patients/1001")
+    assert response.status_code == 429
+    assert response.json()["statusCode"] == 429
+
+
+def test_legacy_forms_can_be_chosen_when_the_sandbox_is_built() -> None:
+    limits = QboLimits(requests_per_window=1, window_seconds=30)
+    with Sandbox(
+        seed=3, quotes=2, limits=limits, throttle_status=403, legacy_deleted_spelling=True
+    ) as legacy:
+        caller = QboCaller(legacy, legacy.oauth.mint()["access_token"])
+        created = caller.json(caller.post("customer", {"DisplayName": "2999.LG"}))["Customer"]
+        assert_throttle_xml(caller.query("SELECT * FROM Item"), 403)
+        caller.http.close()
+        assert legacy.company.deactivate_customer(created["Id"])["DisplayName"] == (
+            "2999.LG (Deleted)"
+        )

@@ -83,25 +83,48 @@ def test_minorversion_is_required(qbo: QboCaller) -> None:
     assert "Fault" in qbo.json(response)
 
 
-def test_bad_or_missing_bearer_token_is_401_with_fault_3200(qbo: QboCaller) -> None:
-    for headers in ({"Authorization": "Bearer not-a-token"}, {"Authorization": ""}):
+def auth_fault(response: httpx.Response) -> dict[str, Any]:
+    """The recorded 401: lower-case keys, epoch-ms time, and the Bearer challenge."""
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == 'Bearer realm="Intuit", error="invalid_token"'
+    body = dict(QboCaller.json(response))
+    assert set(body) == {"warnings", "fault", "time"} and body["warnings"] is None
+    assert isinstance(body["time"], int) and body["time"] > 1_600_000_000_000
+    assert body["fault"]["type"] == "AUTHENTICATION"
+    [error] = body["fault"]["error"]
+    assert error["message"] == "message=AuthenticationFailed; errorCode=003200; statusCode=401"
+    assert (error["code"], error["element"]) == ("3200", None)
+    return dict(error)
+
+
+def test_bad_or_missing_bearer_token_is_the_recorded_401(qbo: QboCaller) -> None:
+    for headers, shown in (
+        ({"Authorization": "Bearer not-a-token-at-all"}, "not-a-to"),
+        ({"Authorization": ""}, ""),
+    ):
         response = qbo.http.get(
             f"{qbo.base}/query",
             params={"query": "SELECT * FROM Item", "minorversion": "75"},
             headers={**qbo.headers(), **headers},
         )
-        assert response.status_code == 401
-        body = qbo.json(response)
-        assert fault_codes(body) == ["3200"]
-        assert "AuthenticationFailed" in body["Fault"]["Error"][0]["Message"]
+        assert auth_fault(response)["detail"] == f"Token expired: {shown}…"
 
 
-def test_expired_access_token_is_401(sandbox: Sandbox, qbo: QboCaller) -> None:
+def test_expired_access_token_is_401_quoting_the_start_of_the_token(
+    sandbox: Sandbox, qbo: QboCaller
+) -> None:
     assert qbo.query("SELECT * FROM Item").status_code == 200
     sandbox.clock.advance(3601)
     response = qbo.query("SELECT * FROM Item")
-    assert response.status_code == 401
-    assert fault_codes(qbo.json(response)) == ["3200"]
+    error = auth_fault(response)
+    assert error["detail"] == f"Token expired: {qbo.token[:8]}…"
+    assert qbo.token[8:16] not in response.text  # only the start is repeated
+
+
+def test_revoked_credentials_knob_answers_the_same_401(sandbox: Sandbox, qbo: QboCaller) -> None:
+    sandbox.knobs.qbo.unauthorized = True
+    error = auth_fault(qbo.query("SELECT * FROM Item"))
+    assert error["detail"].startswith(f"Token expired: {qbo.token[:8]}")
 
 
 def test_json_is_only_sent_to_clients_that_accept_it(qbo: QboCaller) -> None:
