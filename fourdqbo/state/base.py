@@ -105,6 +105,26 @@ class LockEvent:
     ttl_ms: int | None = None
 
 
+@dataclass(frozen=True)
+class StateSnapshot:
+    """What `status` and the metrics show, read together (one round trip in Redis).
+
+    `attention` holds the open items as `attention_items()` orders them, 0.1 conflicts
+    included; `attention_counts` counts them by kind, every kind present.
+    """
+
+    watermark: datetime | None
+    cdc_cursor: datetime | None
+    last_reminded_at: datetime | None
+    retry_queue_size: int
+    ledger_size: int
+    attention: tuple[AttentionItem, ...]
+
+    @property
+    def attention_counts(self) -> dict[str, int]:
+        return count_attention(self.attention)
+
+
 class LockLost(StateStoreError):
     """The heartbeat could not extend the lock: another owner may hold it now."""
 
@@ -385,6 +405,18 @@ class StateStore(ABC):
     def set_last_reminded_at(self, at: datetime) -> None:
         """Set when open items were last re-reported (naive refused)."""
         self._set_instant("reminded_at", at)
+
+    def snapshot(self) -> StateSnapshot:
+        """The counters and instants of `status` and the metrics in one read (a backend
+        that can read them in one step does so; this default just asks for each)."""
+        return StateSnapshot(
+            watermark=self.watermark(),
+            cdc_cursor=self.cdc_cursor(),
+            last_reminded_at=self.last_reminded_at(),
+            retry_queue_size=self.retry_queue_size(),
+            ledger_size=self.ledger_size(),
+            attention=tuple(self.attention_items()),
+        )
 
     @abstractmethod
     def _instant(self, name: str, what: str) -> datetime | None:

@@ -50,6 +50,7 @@ from fourdqbo.state.base import (
     LockEvent,
     LockInfo,
     RetryEntry,
+    StateSnapshot,
     StateStore,
     SyncLock,
     acceptance_document,
@@ -632,6 +633,30 @@ class RedisStateStore(StateStore):
         value = stored_instant(at)
         with self._talking():
             self._redis.set(self.key(name), value)
+
+    def snapshot(self) -> StateSnapshot:
+        with self._talking():
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.mget(self.key("watermark"), self.key("cdc_cursor"), self.key("reminded_at"))
+            pipe.hlen(self.key("retry"))
+            pipe.hlen(self.key("ledger"))
+            pipe.hgetall(self.key("attention"))
+            pipe.hgetall(self.key("conflicts"))
+            instants, retry_size, ledger_size, items, legacy = pipe.execute()
+        watermark, cursor, reminded = (
+            None if value is None else read_instant(value, what)
+            for value, what in zip(
+                instants, ("watermark", "CDC cursor", "reminder time"), strict=True
+            )
+        )
+        return StateSnapshot(
+            watermark=watermark,
+            cdc_cursor=cursor,
+            last_reminded_at=reminded,
+            retry_queue_size=int(retry_size),
+            ledger_size=int(ledger_size),
+            attention=tuple(merged_attention(_documents(items), _documents(legacy))),
+        )
 
     # --- run history -----------------------------------------------------------------
 

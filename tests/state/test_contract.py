@@ -9,6 +9,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from fourdqbo.errors import StateStoreError
 from fourdqbo.log import register_sensitive
@@ -852,3 +854,82 @@ def test_two_stores_share_the_new_records(backend: Backend, store: StateStore) -
         assert other.cdc_cursor() == minutes(4)
     finally:
         other.close()
+
+
+# --- snapshot ----------------------------------------------------------------------------
+
+
+def test_a_snapshot_of_an_empty_store(store: StateStore) -> None:
+    snapshot = store.snapshot()
+    assert (snapshot.watermark, snapshot.cdc_cursor, snapshot.last_reminded_at) == (None,) * 3
+    assert (snapshot.retry_queue_size, snapshot.ledger_size, snapshot.attention) == (0, 0, ())
+    assert snapshot.attention_counts == {kind.value: 0 for kind in AttentionKind}
+
+
+def test_a_snapshot_agrees_with_the_single_reads(store: StateStore) -> None:
+    store.advance_watermark(minutes(1))
+    store.set_cdc_cursor(minutes(2))
+    store.set_last_reminded_at(minutes(3))
+    store.record_failure("1", "boom", minutes(0))
+    store.record_failure("2", "boom", minutes(0))
+    store.record_ledger([written("3", "103", 0), written("4", "104", 0), written("5", None, 0)])
+    store.record_attention([item("6", AttentionKind.GAVE_UP, 4)])
+    store.record_conflict(ConflictEntry("7", "107", "payment applied", minutes(1)))
+
+    snapshot = store.snapshot()
+    assert (snapshot.watermark, snapshot.cdc_cursor, snapshot.last_reminded_at) == (
+        minutes(1),
+        minutes(2),
+        minutes(3),
+    )
+    assert (snapshot.retry_queue_size, snapshot.ledger_size) == (2, 3)
+    assert list(snapshot.attention) == store.attention_items()
+    assert [i.quote for i in snapshot.attention] == ["7", "6"]
+    assert snapshot.attention_counts == store.attention_counts()
+    assert snapshot.attention_counts["gave_up"] == snapshot.attention_counts["paid"] == 1
+
+
+# --- the ledger against a model ----------------------------------------------------------
+
+LEDGER_QUOTES = ("A", "B", "C")
+# Each quote's invoices are its own (a DocNumber is one quote's), as in QBO.
+ledger_steps = st.lists(
+    st.tuples(
+        st.sampled_from(("record", "record", "forget")),
+        st.sampled_from(LEDGER_QUOTES),
+        st.sampled_from((None, "1", "2", "3")),
+    ),
+    max_size=12,
+)
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(steps=ledger_steps)
+def test_the_ledger_and_its_invoice_index_follow_any_sequence_of_writes(
+    store: StateStore, steps: list[tuple[str, str, str | None]]
+) -> None:
+    store.forget_ledger(LEDGER_QUOTES)  # each example starts from an empty ledger
+    model: dict[str, LedgerEntry] = {}
+    for n, (step, quote, number) in enumerate(steps):
+        if step == "forget":
+            store.forget_ledger([quote])
+            model.pop(quote, None)
+        else:
+            invoice_id = None if number is None else f"{quote}-{number}"
+            entry = written(quote, invoice_id, n, version=n)
+            store.record_ledger([entry])
+            model[quote] = entry
+    every_invoice = [f"{q}-{n}" for q in LEDGER_QUOTES for n in "123"]
+    assert store.ledger(LEDGER_QUOTES) == model
+    assert store.ledger_size() == len(model)
+    assert store.ledger_for_invoices(every_invoice) == {
+        entry.invoice_id: entry for entry in model.values() if entry.invoice_id is not None
+    }
+    if isinstance(store, RedisStateStore):  # and the index holds nothing stale
+        assert store._redis.hgetall(store.key("ledger:invoices")) == {
+            entry.invoice_id: quote for quote, entry in model.items() if entry.invoice_id
+        }
