@@ -338,7 +338,11 @@ class StateStore(ABC):
     @abstractmethod
     def ledger_for_invoices(self, invoice_ids: Iterable[str]) -> dict[str, LedgerEntry]:
         """The ledger entries whose invoice is one of these ids, by invoice id (CDC names a
-        deleted invoice only by its Id). Only an entry's current invoice id finds it."""
+        deleted invoice only by its Id). Only an entry's current invoice id finds it.
+
+        An invoice belongs to one quote (its DocNumber); should two quotes' entries name
+        one invoice all the same (a hand edit), which of them is found is not part of the
+        contract, but never an entry that names another invoice."""
 
     @abstractmethod
     def record_ledger(self, entries: Iterable[LedgerEntry]) -> None:

@@ -451,9 +451,11 @@ class FileStateStore(StateStore):
             entries = self._entries("ledger.json")
         found: dict[str, LedgerEntry] = {}
         for quote, document in entries.items():
-            entry = ledger_entry(quote, document)
-            if entry.invoice_id not in wanted:
+            # Only the entries asked for are read (an unreadable one elsewhere is not this
+            # caller's problem, as in Redis, whose index never reaches it).
+            if not isinstance(document, dict) or document.get("invoice_id") not in wanted:
                 continue
+            entry = ledger_entry(quote, document)
             # Two quotes naming one invoice (only after a hand edit): the latest write wins,
             # as the Redis index's last writer does.
             known = found.get(entry.invoice_id)
@@ -510,8 +512,9 @@ class FileStateStore(StateStore):
         if not wanted:
             return
         with self._using_files(), self._guarded():
-            self._drop("attention.json", wanted)
+            # The 0.1 record first: cut short in between, the newer item is what stays open.
             self._drop("conflicts.json", wanted)
+            self._drop("attention.json", wanted)
 
     def attention_counts(self) -> dict[str, int]:
         return count_attention(self.attention_items())

@@ -580,6 +580,7 @@ def test_an_unreadable_ledger_entry_names_its_quote(backend: Backend, store: Sta
         store.ledger(["1", "10023"])
     assert raised.value.exit_code == 3
     assert store.ledger(["1"]) == {"1": written("1", "101", 0)}
+    assert store.ledger_for_invoices(["101"]) == {"101": written("1", "101", 0)}
 
 
 # --- items needing a person --------------------------------------------------------------
