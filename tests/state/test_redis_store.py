@@ -418,3 +418,33 @@ def test_unreachable_redis_fails_the_new_calls_too(unreachable_redis_url: str) -
         with pytest.raises(StateStoreError, match="unreachable") as raised:
             call()
         assert raised.value.exit_code == EXIT_UPSTREAM
+
+
+def test_a_quote_moving_between_queue_and_item_is_always_in_exactly_one(
+    store: RedisStateStore, redis_client: redis.Redis
+) -> None:
+    """give_up and requeue are single transactions: a reader never sees the quote in both
+    places or in neither, however their steps interleave with its reads."""
+    import threading
+
+    gave_up = AttentionItem("10023", AttentionKind.GAVE_UP, 3, None, "boom", T0)
+    store.record_failure("10023", "boom", T0)
+    done = threading.Event()
+
+    def move_back_and_forth() -> None:
+        for _ in range(150):
+            store.give_up("10023", gave_up)
+            assert store.requeue(["10023"], T0) == ["10023"]
+        done.set()
+
+    mover = threading.Thread(target=move_back_and_forth)
+    mover.start()
+    seen = set()
+    while not done.is_set():
+        pipe = redis_client.pipeline(transaction=True)
+        pipe.hexists(store.key("retry"), "10023")
+        pipe.hexists(store.key("attention"), "10023")
+        seen.add(tuple(pipe.execute()))
+    mover.join()
+    assert seen <= {(True, False), (False, True)}
+    assert len(seen) == 2  # both places were seen: the reader really raced the mover
