@@ -934,3 +934,23 @@ def test_the_ledger_and_its_invoice_index_follow_any_sequence_of_writes(
         assert store._redis.hgetall(store.key("ledger:invoices")) == {
             entry.invoice_id: quote for quote, entry in model.items() if entry.invoice_id
         }
+
+
+def test_concurrent_writers_each_get_their_own_attempt_number(backend: Backend) -> None:
+    import threading
+
+    stores = [backend.open() for _ in range(3)]
+    seen: list[int] = []
+
+    def fail(store: StateStore) -> None:
+        for _ in range(8):
+            seen.append(store.record_failure("10023", "still failing", T0).attempts)
+
+    threads = [threading.Thread(target=fail, args=(opened,)) for opened in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(seen) == list(range(1, 25))
+    for opened in stores:
+        opened.close()

@@ -356,28 +356,6 @@ def test_a_stale_index_entry_never_names_the_wrong_quote(
     assert store.ledger_for_invoices(["999", "145"]) == {"145": _ledger("A", "145")}
 
 
-def test_concurrent_failures_each_get_their_own_attempt_number(
-    redis_url: str, state_prefix: str
-) -> None:
-    import threading
-
-    stores = [RedisStateStore(redis_url, state_prefix, REALM) for _ in range(4)]
-    seen: list[int] = []
-
-    def fail(store: RedisStateStore) -> None:
-        for _ in range(25):
-            seen.append(store.record_failure("10023", "still failing", T0).attempts)
-
-    threads = [threading.Thread(target=fail, args=(opened,)) for opened in stores]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert sorted(seen) == list(range(1, 101))
-    for opened in stores:
-        opened.close()
-
-
 def test_requeue_decides_again_when_an_item_changes_under_it(
     store: RedisStateStore, redis_url: str, state_prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
