@@ -1,4 +1,5 @@
-"""State between sync runs — watermark, lock, retry queue, conflicts, run history.
+"""State between sync runs — watermark, lock, retry queue, conflicts, run history, and
+since 0.2 the ledger, the items needing a person, acceptances, CDC cursor and reminders.
 
 `open_state_store(settings, realm_id)` picks the backend named by `STATE_BACKEND`:
 Redis (`REDIS_URL`, keys under `{STATE_PREFIX}:{realmId}:`) or local files
@@ -16,19 +17,33 @@ from fourdqbo.state.base import (
     LockInfo,
     LockLost,
     RetryEntry,
+    StateSnapshot,
     StateStore,
     SyncLock,
     check_realm_id,
+)
+from fourdqbo.state.items import (
+    Acceptance,
+    AttentionItem,
+    AttentionKind,
+    Difference,
+    LedgerEntry,
 )
 
 __all__ = [
     "LOCK_HISTORY_LIMIT",
     "RUN_HISTORY_LIMIT",
+    "Acceptance",
+    "AttentionItem",
+    "AttentionKind",
     "ConflictEntry",
+    "Difference",
+    "LedgerEntry",
     "LockEvent",
     "LockInfo",
     "LockLost",
     "RetryEntry",
+    "StateSnapshot",
     "StateStore",
     "SyncLock",
     "open_state_store",

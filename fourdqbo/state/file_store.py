@@ -3,7 +3,13 @@
 State of one realm lives in `DATA_DIR/state/{realmId}/` (directories 0700, files 0600):
     watermark.json      {"watermark": fixed-width ISO UTC}
     retry.json          {quote: retry entry}
-    conflicts.json      {quote: conflict}
+    conflicts.json      {quote: conflict} (0.1; shown as attention items since 0.2)
+    ledger.json         {quote: ledger entry} (the invoice-id look-up is derived from it,
+                        so there is no second file to keep in step)
+    attention.json      {quote: item needing a person}
+    accepted.json       {quote: acceptance}
+    cdc_cursor.json     {"cdc_cursor": fixed-width ISO UTC}
+    reminded_at.json    {"reminded_at": fixed-width ISO UTC}
     runs.json           [run summary, ...] newest first, capped at RUN_HISTORY_LIMIT
     lock_history.json   [lock event, ...] oldest first, capped at LOCK_HISTORY_LIMIT
     lock                the sync lock: an OS lock (flock) held by the owner's open descriptor
@@ -11,10 +17,14 @@ State of one realm lives in `DATA_DIR/state/{realmId}/` (directories 0700, files
     .guard              a short flock serialising every read-modify-write of the files above
 
 Every JSON file is replaced atomically (temp file, fsync, os.replace), so a crash never
-leaves half a file. The sync lock is an OS lock, so a process that dies releases it with
-no TTL to wait for; and for the same reason `break_lock` cannot take the lock away from a
-process that is still alive (stop that process instead) — it removes the side file of a
-dead holder and otherwise just reports the live holder.
+leaves half a file. A move between two files (give up, requeue) runs under the guard and
+writes the destination first, so a crash between the two replaces leaves the quote in both
+places (harmless: it is retried once more or requeued again), never in neither.
+
+The sync lock is an OS lock, so a process that dies releases it with no TTL to wait for;
+and for the same reason `break_lock` cannot take the lock away from a process that is
+still alive (stop that process instead) — it removes the side file of a dead holder and
+otherwise just reports the live holder.
 """
 
 from __future__ import annotations
@@ -27,7 +37,7 @@ import secrets
 import socket
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
@@ -44,19 +54,32 @@ from fourdqbo.state.base import (
     RetryEntry,
     StateStore,
     SyncLock,
+    acceptance_document,
+    acceptance_entry,
+    checked_attention,
+    checked_ledger,
     conflict_document,
     conflict_entry,
+    count_attention,
     error_text,
+    gave_up_document,
+    ledger_document,
+    ledger_entry,
     lock_document,
     lock_info,
+    merged_attention,
+    one_attention,
     read_instant,
+    requeued_retry,
     retry_document,
     retry_entry,
     scrubbed,
     sort_conflicts,
     sort_retry,
     stored_instant,
+    unique,
 )
+from fourdqbo.state.items import Acceptance, AttentionItem, LedgerEntry
 from fourdqbo.timefmt import utcnow
 
 log = logging.getLogger(__name__)
@@ -320,7 +343,7 @@ class FileStateStore(StateStore):
             entries = self._entries("retry.json")
         return sort_retry([retry_entry(quote, item) for quote, item in entries.items()])
 
-    def record_failure(self, quote: str, error: str, at: datetime) -> None:
+    def record_failure(self, quote: str, error: str, at: datetime) -> RetryEntry:
         with self._using_files(), self._guarded():
             entries = self._entries("retry.json")
             previous = entries.get(quote)
@@ -333,12 +356,58 @@ class FileStateStore(StateStore):
                 entry = RetryEntry(quote, error_text(error), 1, at, at)
             entries[quote] = retry_document(entry)
             self._write("retry.json", entries)
+        return entry
 
     def clear_failure(self, quote: str) -> None:
         with self._using_files(), self._guarded():
             entries = self._entries("retry.json")
             if entries.pop(quote, None) is not None:
                 self._write("retry.json", entries)
+
+    def retry_entries(self, quotes: Iterable[str]) -> dict[str, RetryEntry]:
+        wanted = unique(quotes)
+        if not wanted:
+            return {}
+        with self._using_files():
+            entries = self._entries("retry.json")
+        return {quote: retry_entry(quote, entries[quote]) for quote in wanted if quote in entries}
+
+    def retry_queue_size(self) -> int:
+        with self._using_files():
+            return len(self._entries("retry.json"))
+
+    def give_up(self, quote: str, item: AttentionItem) -> None:
+        document = gave_up_document(quote, item)
+        with self._using_files(), self._guarded():
+            items = self._entries("attention.json")
+            queue = self._entries("retry.json")
+            items[quote] = document
+            self._write("attention.json", items)
+            if queue.pop(quote, None) is not None:
+                self._write("retry.json", queue)
+
+    def requeue(self, quotes: Iterable[str], at: datetime) -> list[str]:
+        wanted = unique(quotes)
+        stored_instant(at)  # a naive `at` fails before anything is read
+        if not wanted:
+            return []
+        with self._using_files(), self._guarded():
+            items = self._entries("attention.json")
+            queue = self._entries("retry.json")
+            requeued = []
+            for quote in wanted:
+                if quote not in items:
+                    continue
+                entry = requeued_retry(quote, items[quote], at)
+                if entry is not None:
+                    requeued.append(quote)
+                    queue[quote] = retry_document(entry)
+            if requeued:
+                self._write("retry.json", queue)
+                for quote in requeued:
+                    del items[quote]
+                self._write("attention.json", items)
+        return requeued
 
     def conflicts(self) -> list[ConflictEntry]:
         with self._using_files():
@@ -356,6 +425,137 @@ class FileStateStore(StateStore):
             entries = self._entries("conflicts.json")
             if entries.pop(quote, None) is not None:
                 self._write("conflicts.json", entries)
+
+    def _drop(self, name: str, quotes: Iterable[str]) -> None:
+        """Remove these quotes from one file; the caller holds the guard."""
+        entries = self._entries(name)
+        removed = [entries.pop(quote) for quote in quotes if quote in entries]
+        if removed:
+            self._write(name, entries)
+
+    # --- ledger ----------------------------------------------------------------------
+
+    def ledger(self, quotes: Iterable[str]) -> dict[str, LedgerEntry]:
+        wanted = unique(quotes)
+        if not wanted:
+            return {}
+        with self._using_files():
+            entries = self._entries("ledger.json")
+        return {quote: ledger_entry(quote, entries[quote]) for quote in wanted if quote in entries}
+
+    def ledger_for_invoices(self, invoice_ids: Iterable[str]) -> dict[str, LedgerEntry]:
+        wanted = set(unique(invoice_ids))
+        if not wanted:
+            return {}
+        with self._using_files():
+            entries = self._entries("ledger.json")
+        found: dict[str, LedgerEntry] = {}
+        for quote, document in entries.items():
+            # Only the entries asked for are read (an unreadable one elsewhere is not this
+            # caller's problem, as in Redis, whose index never reaches it).
+            if not isinstance(document, dict) or document.get("invoice_id") not in wanted:
+                continue
+            entry = ledger_entry(quote, document)
+            # Two quotes naming one invoice (only after a hand edit): the latest write wins,
+            # as the Redis index's last writer does.
+            known = found.get(entry.invoice_id)
+            if known is None or (known.written_at, known.quote) < (entry.written_at, quote):
+                found[entry.invoice_id] = entry
+        return found
+
+    def record_ledger(self, entries: Iterable[LedgerEntry]) -> None:
+        checked = checked_ledger(entries)
+        if not checked:
+            return
+        with self._using_files(), self._guarded():
+            stored = self._entries("ledger.json")
+            for entry in checked:
+                stored[entry.quote] = ledger_document(entry)
+            self._write("ledger.json", stored)
+
+    def forget_ledger(self, quotes: Iterable[str]) -> None:
+        wanted = unique(quotes)
+        if not wanted:
+            return
+        with self._using_files(), self._guarded():
+            self._drop("ledger.json", wanted)
+
+    def ledger_size(self) -> int:
+        with self._using_files():
+            return len(self._entries("ledger.json"))
+
+    # --- items needing a person ------------------------------------------------------
+
+    def attention_items(self) -> list[AttentionItem]:
+        with self._using_files():
+            items = self._entries("attention.json")
+            legacy = self._entries("conflicts.json")
+        return merged_attention(items, legacy)
+
+    def attention_item(self, quote: str) -> AttentionItem | None:
+        with self._using_files():
+            items = self._entries("attention.json")
+            legacy = self._entries("conflicts.json")
+        return one_attention(quote, items.get(quote), legacy.get(quote))
+
+    def record_attention(self, items: Iterable[AttentionItem]) -> None:
+        documents = checked_attention(items)
+        if not documents:
+            return
+        with self._using_files(), self._guarded():
+            stored = self._entries("attention.json")
+            stored.update(documents)
+            self._write("attention.json", stored)
+
+    def clear_attention(self, quotes: Iterable[str]) -> None:
+        wanted = unique(quotes)
+        if not wanted:
+            return
+        with self._using_files(), self._guarded():
+            # The 0.1 record first: cut short in between, the newer item is what stays open.
+            self._drop("conflicts.json", wanted)
+            self._drop("attention.json", wanted)
+
+    def attention_counts(self) -> dict[str, int]:
+        return count_attention(self.attention_items())
+
+    # --- acceptances -----------------------------------------------------------------
+
+    def acceptances(self, quotes: Iterable[str] | None = None) -> dict[str, Acceptance]:
+        with self._using_files():
+            entries = self._entries("accepted.json")
+        wanted = list(entries) if quotes is None else unique(quotes)
+        return {
+            quote: acceptance_entry(quote, entries[quote]) for quote in wanted if quote in entries
+        }
+
+    def record_acceptance(self, acceptance: Acceptance) -> None:
+        document = acceptance_document(acceptance)
+        with self._using_files(), self._guarded():
+            entries = self._entries("accepted.json")
+            entries[acceptance.quote] = document
+            self._write("accepted.json", entries)
+
+    def clear_acceptance(self, quotes: Iterable[str]) -> None:
+        wanted = unique(quotes)
+        if not wanted:
+            return
+        with self._using_files(), self._guarded():
+            self._drop("accepted.json", wanted)
+
+    # --- CDC cursor and reminders ----------------------------------------------------
+
+    def _instant(self, name: str, what: str) -> datetime | None:
+        with self._using_files():
+            document = self._read(f"{name}.json", None)
+        if not isinstance(document, dict) or not document.get(name):
+            return None
+        return read_instant(document[name], what)
+
+    def _set_instant(self, name: str, at: datetime) -> None:
+        value = stored_instant(at)
+        with self._using_files(), self._guarded():
+            self._write(f"{name}.json", {name: value})
 
     # --- run history -----------------------------------------------------------------
 

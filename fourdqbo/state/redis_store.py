@@ -6,12 +6,20 @@ Keys (all under the prefix):
     lock_last_token  token of the last acquisition not yet released (to notice expiries)
     lock_history     list of JSON lock events, newest first, capped at LOCK_HISTORY_LIMIT
     retry            hash quote -> JSON retry entry
-    conflicts        hash quote -> JSON conflict
+    conflicts        hash quote -> JSON conflict (0.1; shown as attention items since 0.2)
     runs             list of JSON run summaries, newest first, capped at RUN_HISTORY_LIMIT
+    ledger           hash quote -> JSON ledger entry (the last write the sync made)
+    ledger:invoices  hash invoice id -> quote, the reverse index of `ledger`
+    attention        hash quote -> JSON item needing a person
+    accepted         hash quote -> JSON acceptance
+    cdc_cursor       string, fixed-width ISO UTC: where the next CDC read starts
+    reminded_at      string, fixed-width ISO UTC: when open items were last re-reported
 
-Everything that must be atomic (lock take/extend/release, watermark advance, retry count)
-is one Lua script, so two runs on two hosts can never interleave inside it. Any Redis
-failure surfaces as StateStoreError (exit 3) with a one-line message without the password.
+Everything that must be atomic (lock take/extend/release, watermark advance, retry count,
+a ledger write with its reverse index) is one Lua script, so two runs on two hosts can
+never interleave inside it; moves between two hashes (give up, requeue) are MULTI
+transactions. Any Redis failure surfaces as StateStoreError (exit 3) with a one-line
+message without the password.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ import os
 import re
 import secrets
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -42,20 +50,35 @@ from fourdqbo.state.base import (
     LockEvent,
     LockInfo,
     RetryEntry,
+    StateSnapshot,
     StateStore,
     SyncLock,
+    acceptance_document,
+    acceptance_entry,
+    checked_attention,
+    checked_ledger,
     conflict_document,
     conflict_entry,
+    count_attention,
     error_text,
+    gave_up_document,
+    ledger_document,
+    ledger_entry,
     lock_document,
     lock_info,
+    merged_attention,
+    one_attention,
     read_instant,
+    requeued_retry,
+    retry_document,
     retry_entry,
     scrubbed,
     sort_conflicts,
     sort_retry,
     stored_instant,
+    unique,
 )
+from fourdqbo.state.items import Acceptance, AttentionItem, LedgerEntry
 from fourdqbo.timefmt import utcnow
 
 log = logging.getLogger(__name__)
@@ -179,8 +202,65 @@ else
   entry = {quote=ARGV[1], error=ARGV[2], attempts=1,
            first_failed_at=ARGV[3], last_failed_at=ARGV[3]}
 end
-redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(entry))
-return entry.attempts
+local encoded = cjson.encode(entry)
+redis.call('HSET', KEYS[1], ARGV[1], encoded)
+return encoded
+"""
+
+# Drops the reverse index entry of a quote's current ledger entry, if it still points there.
+_LUA_UNINDEX = """
+local function unindex(ledger, index, quote, keep)
+  local raw = redis.call('HGET', ledger, quote)
+  if not raw then return end
+  local ok, old = pcall(cjson.decode, raw)
+  if ok and type(old) == 'table' and type(old.invoice_id) == 'string'
+     and old.invoice_id ~= keep and redis.call('HGET', index, old.invoice_id) == quote then
+    redis.call('HDEL', index, old.invoice_id)
+  end
+end
+"""
+
+# KEYS: ledger, ledger:invoices. ARGV: (quote, invoice id or '', JSON entry) repeated.
+_RECORD_LEDGER = (
+    _LUA_UNINDEX
+    + """
+for i = 1, #ARGV, 3 do
+  unindex(KEYS[1], KEYS[2], ARGV[i], ARGV[i + 1])
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 2])
+  if ARGV[i + 1] ~= '' then redis.call('HSET', KEYS[2], ARGV[i + 1], ARGV[i]) end
+end
+return 1
+"""
+)
+
+# KEYS: ledger, ledger:invoices. ARGV: quotes.
+_FORGET_LEDGER = (
+    _LUA_UNINDEX
+    + """
+for i = 1, #ARGV do
+  unindex(KEYS[1], KEYS[2], ARGV[i], false)
+  redis.call('HDEL', KEYS[1], ARGV[i])
+end
+return 1
+"""
+)
+
+# KEYS: ledger, ledger:invoices. ARGV: invoice ids. Returns (invoice id, JSON entry) pairs
+# of the ids the index knows, read in one step so an entry cannot move in between.
+_LEDGER_FOR_INVOICES = """
+local found = {}
+for i = 1, #ARGV do
+  local quote = redis.call('HGET', KEYS[2], ARGV[i])
+  if quote then
+    local raw = redis.call('HGET', KEYS[1], quote)
+    if raw then
+      table.insert(found, ARGV[i])
+      table.insert(found, quote)
+      table.insert(found, raw)
+    end
+  end
+end
+return found
 """
 
 _CONNECTING = re.compile(r"^Error -?\d+ (?:connecting to|while writing to) \S+?\.? (.+)$")
@@ -234,6 +314,9 @@ class RedisStateStore(StateStore):
         self._note = self._redis.register_script(_NOTE)
         self._advance = self._redis.register_script(_ADVANCE)
         self._record_failure = self._redis.register_script(_RECORD_FAILURE)
+        self._record_ledger = self._redis.register_script(_RECORD_LEDGER)
+        self._forget_ledger = self._redis.register_script(_FORGET_LEDGER)
+        self._ledger_for_invoices = self._redis.register_script(_LEDGER_FOR_INVOICES)
 
     def key(self, name: str) -> str:
         return self.namespace + name
@@ -333,15 +416,70 @@ class RedisStateStore(StateStore):
             raw = self._redis.hgetall(self.key("retry"))
         return sort_retry([retry_entry(quote, _loads(text)) for quote, text in raw.items()])
 
-    def record_failure(self, quote: str, error: str, at: datetime) -> None:
+    def record_failure(self, quote: str, error: str, at: datetime) -> RetryEntry:
         with self._talking():
-            self._record_failure(
+            encoded = self._record_failure(
                 keys=[self.key("retry")], args=[quote, error_text(error), stored_instant(at)]
             )
+        return retry_entry(quote, _loads(encoded))
 
     def clear_failure(self, quote: str) -> None:
         with self._talking():
             self._redis.hdel(self.key("retry"), quote)
+
+    def retry_entries(self, quotes: Iterable[str]) -> dict[str, RetryEntry]:
+        wanted = unique(quotes)
+        if not wanted:
+            return {}
+        with self._talking():
+            raw = self._redis.hmget(self.key("retry"), wanted)
+        return {
+            quote: retry_entry(quote, _loads(text))
+            for quote, text in zip(wanted, raw, strict=True)
+            if text is not None
+        }
+
+    def retry_queue_size(self) -> int:
+        with self._talking():
+            return int(self._redis.hlen(self.key("retry")))
+
+    def give_up(self, quote: str, item: AttentionItem) -> None:
+        document = jsonio.dumps(gave_up_document(quote, item))
+        with self._talking():
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.hdel(self.key("retry"), quote)
+            pipe.hset(self.key("attention"), quote, document)
+            pipe.execute()
+
+    def requeue(self, quotes: Iterable[str], at: datetime) -> list[str]:
+        wanted = unique(quotes)
+        stored_instant(at)  # a naive `at` fails before anything is read
+        if not wanted:
+            return []
+        attention, retry = self.key("attention"), self.key("retry")
+        requeued: list[str] = []
+
+        def move(pipe: redis.client.Pipeline) -> None:
+            # Read under WATCH, decide in Python (one reader of stored items), write in
+            # MULTI: a concurrent change of either hash makes redis-py run this again.
+            requeued.clear()
+            raw = pipe.hmget(attention, wanted)
+            entries: dict[str, str] = {}
+            for quote, text in zip(wanted, raw, strict=True):
+                if text is None:
+                    continue
+                entry = requeued_retry(quote, _loads(text), at)
+                if entry is not None:
+                    requeued.append(quote)
+                    entries[quote] = jsonio.dumps(retry_document(entry))
+            pipe.multi()
+            if entries:
+                pipe.hdel(attention, *entries)
+                pipe.hset(retry, mapping=entries)
+
+        with self._talking():
+            self._redis.transaction(move, attention, retry)
+        return list(requeued)
 
     def conflicts(self) -> list[ConflictEntry]:
         with self._talking():
@@ -357,6 +495,168 @@ class RedisStateStore(StateStore):
     def clear_conflict(self, quote: str) -> None:
         with self._talking():
             self._redis.hdel(self.key("conflicts"), quote)
+
+    # --- ledger ----------------------------------------------------------------------
+
+    def _ledger_keys(self) -> list[str]:
+        return [self.key("ledger"), self.key("ledger:invoices")]
+
+    def ledger(self, quotes: Iterable[str]) -> dict[str, LedgerEntry]:
+        wanted = unique(quotes)
+        if not wanted:
+            return {}
+        with self._talking():
+            raw = self._redis.hmget(self.key("ledger"), wanted)
+        return {
+            quote: ledger_entry(quote, _loads(text))
+            for quote, text in zip(wanted, raw, strict=True)
+            if text is not None
+        }
+
+    def ledger_for_invoices(self, invoice_ids: Iterable[str]) -> dict[str, LedgerEntry]:
+        wanted = unique(invoice_ids)
+        if not wanted:
+            return {}
+        with self._talking():
+            found = self._ledger_for_invoices(keys=self._ledger_keys(), args=wanted)
+        entries: dict[str, LedgerEntry] = {}
+        for index in range(0, len(found), 3):
+            invoice_id, quote, text = found[index : index + 3]
+            entry = ledger_entry(quote, _loads(text))
+            # The index is kept in step by the scripts; checking costs nothing and keeps a
+            # hand-edited or half-restored index from naming the wrong quote.
+            if entry.invoice_id == invoice_id:
+                entries[invoice_id] = entry
+        return entries
+
+    def record_ledger(self, entries: Iterable[LedgerEntry]) -> None:
+        args: list[str] = []
+        for entry in checked_ledger(entries):
+            args += [entry.quote, entry.invoice_id or "", jsonio.dumps(ledger_document(entry))]
+        if not args:
+            return
+        with self._talking():
+            self._record_ledger(keys=self._ledger_keys(), args=args)
+
+    def forget_ledger(self, quotes: Iterable[str]) -> None:
+        wanted = unique(quotes)
+        if not wanted:
+            return
+        with self._talking():
+            self._forget_ledger(keys=self._ledger_keys(), args=wanted)
+
+    def ledger_size(self) -> int:
+        with self._talking():
+            return int(self._redis.hlen(self.key("ledger")))
+
+    # --- items needing a person ------------------------------------------------------
+
+    def attention_items(self) -> list[AttentionItem]:
+        with self._talking():
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.hgetall(self.key("attention"))
+            pipe.hgetall(self.key("conflicts"))
+            items, legacy = pipe.execute()
+        return merged_attention(_documents(items), _documents(legacy))
+
+    def attention_item(self, quote: str) -> AttentionItem | None:
+        with self._talking():
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.hget(self.key("attention"), quote)
+            pipe.hget(self.key("conflicts"), quote)
+            item, legacy = pipe.execute()
+        return one_attention(
+            quote,
+            None if item is None else _loads(item),
+            None if legacy is None else _loads(legacy),
+        )
+
+    def record_attention(self, items: Iterable[AttentionItem]) -> None:
+        documents = {quote: jsonio.dumps(doc) for quote, doc in checked_attention(items)}
+        if not documents:
+            return
+        with self._talking():
+            self._redis.hset(self.key("attention"), mapping=documents)
+
+    def clear_attention(self, quotes: Iterable[str]) -> None:
+        wanted = unique(quotes)
+        if not wanted:
+            return
+        with self._talking():
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.hdel(self.key("attention"), *wanted)
+            pipe.hdel(self.key("conflicts"), *wanted)
+            pipe.execute()
+
+    def attention_counts(self) -> dict[str, int]:
+        return count_attention(self.attention_items())
+
+    # --- acceptances -----------------------------------------------------------------
+
+    def acceptances(self, quotes: Iterable[str] | None = None) -> dict[str, Acceptance]:
+        with self._talking():
+            if quotes is None:
+                raw: dict[str, str | None] = self._redis.hgetall(self.key("accepted"))
+            else:
+                wanted = unique(quotes)
+                if not wanted:
+                    return {}
+                raw = dict(
+                    zip(wanted, self._redis.hmget(self.key("accepted"), wanted), strict=True)
+                )
+        return {
+            quote: acceptance_entry(quote, _loads(text))
+            for quote, text in raw.items()
+            if text is not None
+        }
+
+    def record_acceptance(self, acceptance: Acceptance) -> None:
+        document = jsonio.dumps(acceptance_document(acceptance))
+        with self._talking():
+            self._redis.hset(self.key("accepted"), acceptance.quote, document)
+
+    def clear_acceptance(self, quotes: Iterable[str]) -> None:
+        wanted = unique(quotes)
+        if not wanted:
+            return
+        with self._talking():
+            self._redis.hdel(self.key("accepted"), *wanted)
+
+    # --- CDC cursor and reminders ----------------------------------------------------
+
+    def _instant(self, name: str, what: str) -> datetime | None:
+        with self._talking():
+            value = self._redis.get(self.key(name))
+        return None if value is None else read_instant(value, what)
+
+    def _set_instant(self, name: str, at: datetime) -> None:
+        value = stored_instant(at)
+        with self._talking():
+            self._redis.set(self.key(name), value)
+
+    def snapshot(self) -> StateSnapshot:
+        with self._talking():
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.mget(self.key("watermark"), self.key("cdc_cursor"), self.key("reminded_at"))
+            pipe.hlen(self.key("retry"))
+            pipe.hlen(self.key("ledger"))
+            pipe.hgetall(self.key("attention"))
+            pipe.hgetall(self.key("conflicts"))
+            instants, retry_size, ledger_size, items, legacy = pipe.execute()
+        watermark, cursor, reminded = (
+            None if value is None else read_instant(value, what)
+            for value, what in zip(
+                instants, ("watermark", "CDC cursor", "reminder time"), strict=True
+            )
+        )
+        return StateSnapshot(
+            watermark=watermark,
+            cdc_cursor=cursor,
+            last_reminded_at=reminded,
+            retry_queue_size=int(retry_size),
+            ledger_size=int(ledger_size),
+            attention=tuple(merged_attention(_documents(items), _documents(legacy))),
+        )
 
     # --- run history -----------------------------------------------------------------
 
@@ -423,11 +723,20 @@ def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
 
+# What a stored value that is not JSON reads as: every entry reader fails on it (indexing
+# and `.get` both raise) and turns that into a StateStoreError naming the quote.
+_UNREADABLE = object()
+
+
 def _loads(text: str) -> Any:
     try:
         return jsonio.loads(text)
     except ValueError:
-        return None  # the entry readers turn this into a clear StateStoreError
+        return _UNREADABLE
+
+
+def _documents(raw: dict[str, str]) -> dict[str, Any]:
+    return {quote: _loads(text) for quote, text in raw.items()}
 
 
 def _lock_from(value: str, pttl: int) -> LockInfo:

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import time
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from fourdqbo.errors import StateStoreError
 from fourdqbo.log import register_sensitive
 from fourdqbo.state import RUN_HISTORY_LIMIT, ConflictEntry, LockLost, SyncLock
 from fourdqbo.state.base import StateStore
+from fourdqbo.state.file_store import FileStateStore
+from fourdqbo.state.items import Acceptance, AttentionItem, AttentionKind, Difference, LedgerEntry
+from fourdqbo.state.redis_store import RedisStateStore
 from tests.state.conftest import Backend
 from tests.state.contenders import race_for_lock, take_lock_and_die
 
@@ -411,3 +418,539 @@ def test_lock_lost_is_a_state_store_error_with_exit_code_3() -> None:
 
     assert issubclass(LockLost, StateStoreError)
     assert LockLost("x").exit_code == 3
+
+
+# --- 0.2 records: helpers ----------------------------------------------------------------
+
+
+def spoil(backend: Backend, store: StateStore, name: str, quote: str) -> None:
+    """Leave an unreadable stored document for `quote` in the hash/file `name`, as a bad
+    restore or a hand edit would."""
+    if backend.name == "redis":
+        assert isinstance(store, RedisStateStore)
+        store._redis.hset(store.key(name), quote, "{not json")
+    else:
+        assert isinstance(store, FileStateStore)
+        path = store.directory / f"{name}.json"
+        document = json.loads(path.read_text()) if path.exists() else {}
+        document[quote] = {"not": "a record"}
+        store._ensure_directory()
+        path.write_text(json.dumps(document))
+
+
+def written(quote: str, invoice_id: str | None, n: float, **fields: object) -> LedgerEntry:
+    values: dict[str, object] = {
+        "quote": quote,
+        "invoice_id": invoice_id,
+        "version": 3,
+        "sync_token": "0",
+        "run_id": "run-1",
+        "written_at": minutes(n),
+        "intuit_tid": "1-abc",
+        "action": "created",
+    }
+    values.update(fields)
+    return LedgerEntry(**values)  # type: ignore[arg-type]
+
+
+def item(quote: str, kind: AttentionKind, n: float, **fields: object) -> AttentionItem:
+    values: dict[str, object] = {
+        "quote": quote,
+        "kind": kind,
+        "version": 3,
+        "invoice_id": "145",
+        "reason": f"{kind.value} for quote {quote}",
+        "detected_at": minutes(n),
+    }
+    values.update(fields)
+    return AttentionItem(**values)  # type: ignore[arg-type]
+
+
+# --- ledger ------------------------------------------------------------------------------
+
+
+def test_an_empty_ledger_knows_nothing(store: StateStore) -> None:
+    assert store.ledger(["10023"]) == {}
+    assert store.ledger([]) == {}
+    assert store.ledger_for_invoices(["145"]) == {}
+    assert store.ledger_size() == 0
+
+
+def test_ledger_entries_round_trip_exactly(store: StateStore) -> None:
+    eastern = timezone(timedelta(hours=-5))
+    full = LedgerEntry(
+        quote="10023",
+        invoice_id="145",
+        version=7,
+        sync_token="12",
+        run_id="20250301T080000Z-ab12",
+        written_at=datetime(2025, 3, 1, 3, 0, 0, 123456, tzinfo=eastern),
+        intuit_tid="1-65f0-abcdef",
+        action="updated",
+    )
+    deleted = LedgerEntry("10024", "146", 2, None, "run-2", minutes(1), None, "deleted")
+    store.record_ledger([full, deleted])
+    back = store.ledger(["10023", "10024"])
+    assert back == {"10023": full, "10024": deleted}
+    assert back["10023"].written_at.utcoffset() == timedelta(0)
+    assert back["10023"].written_at.microsecond == 123456
+    assert store.ledger_size() == 2
+
+
+def test_bulk_ledger_reads_leave_missing_quotes_out(store: StateStore) -> None:
+    store.record_ledger([written("1", "101", 0), written("2", "102", 1), written("3", "103", 2)])
+    found = store.ledger(["3", "missing", "1", "3"])
+    assert set(found) == {"1", "3"}
+    assert found["3"].invoice_id == "103"
+    by_invoice = store.ledger_for_invoices(["102", "999", "103"])
+    assert set(by_invoice) == {"102", "103"}
+    assert by_invoice["102"].quote == "2"
+    assert store.ledger(iter(["2"])) == {"2": written("2", "102", 1)}  # any iterable
+
+
+def test_a_new_ledger_entry_replaces_the_quotes_last_one(store: StateStore) -> None:
+    store.record_ledger([written("10023", "145", 0)])
+    newer = written("10023", "145", 5, version=4, sync_token="1", action="updated")
+    store.record_ledger([newer])
+    assert store.ledger(["10023"]) == {"10023": newer}
+    assert store.ledger_for_invoices(["145"]) == {"145": newer}
+    assert store.ledger_size() == 1
+
+
+def test_the_invoice_index_follows_a_quote_to_its_new_invoice(store: StateStore) -> None:
+    store.record_ledger([written("10023", "145", 0)])
+    recreated = written("10023", "201", 5, action="created")
+    store.record_ledger([recreated])
+    assert store.ledger_for_invoices(["145"]) == {}
+    assert store.ledger_for_invoices(["201", "145"]) == {"201": recreated}
+
+    gone = written("10023", None, 9, sync_token=None, action="deleted")
+    store.record_ledger([gone])
+    assert store.ledger_for_invoices(["201", "145"]) == {}
+    assert store.ledger(["10023"]) == {"10023": gone}
+
+
+def test_an_invoice_taken_over_by_another_quote_finds_only_the_new_one(
+    store: StateStore,
+) -> None:
+    store.record_ledger([written("A", "145", 0)])
+    store.record_ledger([written("B", "145", 1)])
+    assert store.ledger_for_invoices(["145"])["145"].quote == "B"
+    # A moving on must not take B's index entry with it.
+    store.record_ledger([written("A", "300", 2)])
+    assert store.ledger_for_invoices(["145"])["145"].quote == "B"
+    assert store.ledger_for_invoices(["300"])["300"].quote == "A"
+
+
+def test_one_call_storing_a_quote_twice_keeps_the_last(store: StateStore) -> None:
+    store.record_ledger([written("1", "101", 0), written("1", "102", 1)])
+    assert store.ledger(["1"])["1"].invoice_id == "102"
+    assert store.ledger_for_invoices(["101", "102"]) == {"102": written("1", "102", 1)}
+
+
+def test_a_ledger_call_with_a_naive_time_writes_nothing(store: StateStore) -> None:
+    naive = written("2", "102", 0, written_at=datetime(2025, 3, 1, 8, 0))
+    with pytest.raises(ValueError):
+        store.record_ledger([written("1", "101", 0), naive])
+    assert store.ledger_size() == 0
+    assert store.ledger_for_invoices(["101"]) == {}
+
+
+def test_forget_ledger_drops_entries_and_their_index(store: StateStore) -> None:
+    store.record_ledger([written("1", "101", 0), written("2", "102", 1)])
+    store.forget_ledger(["1", "nope"])
+    store.forget_ledger([])
+    assert store.ledger(["1", "2"]) == {"2": written("2", "102", 1)}
+    assert store.ledger_for_invoices(["101", "102"]) == {"102": written("2", "102", 1)}
+    assert store.ledger_size() == 1
+    # re-recording the forgotten quote works from a clean slate
+    store.record_ledger([written("1", "101", 3)])
+    assert store.ledger_for_invoices(["101"])["101"].written_at == minutes(3)
+
+
+def test_ledger_reads_refuse_a_single_string(store: StateStore) -> None:
+    with pytest.raises(TypeError):
+        store.ledger("10023")
+
+
+def test_an_unreadable_ledger_entry_names_its_quote(backend: Backend, store: StateStore) -> None:
+    store.record_ledger([written("1", "101", 0)])
+    spoil(backend, store, "ledger", "10023")
+    with pytest.raises(StateStoreError, match="ledger entry for quote 10023") as raised:
+        store.ledger(["1", "10023"])
+    assert raised.value.exit_code == 3
+    assert store.ledger(["1"]) == {"1": written("1", "101", 0)}
+    assert store.ledger_for_invoices(["101"]) == {"101": written("1", "101", 0)}
+
+
+# --- items needing a person --------------------------------------------------------------
+
+
+def test_attention_items_round_trip_with_differences_and_ledger(store: StateStore) -> None:
+    edited = AttentionItem(
+        quote="10023",
+        kind=AttentionKind.EDITED_IN_QBO,
+        version=3,
+        invoice_id="145",
+        reason="a person changed the invoice in QBO",
+        detected_at=minutes(2),
+        differences=(
+            Difference("TotalAmt", "1200.00", "1250.10"),
+            Difference("Line 2 Amount", None, "50.10"),
+            Difference("CustomField Quote Version", "2", None),
+        ),
+        ledger=written("10023", "145", 1, action="updated"),
+    )
+    gone = AttentionItem(
+        "10005", AttentionKind.DELETED_IN_QBO, None, None, "deleted in QBO", minutes(1)
+    )
+    assert store.attention_items() == []
+    store.record_attention([edited, gone])
+    assert store.attention_items() == [gone, edited]  # oldest detected first
+    assert store.attention_item("10023") == edited
+    assert store.attention_item("10005") == gone
+    assert store.attention_item("99999") is None
+
+
+def test_attention_items_are_ordered_by_time_then_quote(store: StateStore) -> None:
+    store.record_attention(
+        [
+            item("30", AttentionKind.PAID, 5),
+            item("20", AttentionKind.PAID, 1),
+            item("10", AttentionKind.CUSTOMER_AMBIGUOUS, 5),
+        ]
+    )
+    assert [i.quote for i in store.attention_items()] == ["20", "10", "30"]
+
+
+def test_a_new_item_replaces_the_quotes_open_one(store: StateStore) -> None:
+    store.record_attention([item("10023", AttentionKind.EDITED_IN_QBO, 1)])
+    later = item("10023", AttentionKind.PAID, 4, version=4)
+    store.record_attention([later])
+    assert store.attention_items() == [later]
+
+
+def test_clear_attention_closes_only_the_given_quotes(store: StateStore) -> None:
+    store.record_attention([item(q, AttentionKind.PAID, n) for n, q in enumerate("abc")])
+    store.clear_attention(["a", "c", "nope"])
+    store.clear_attention([])
+    assert [i.quote for i in store.attention_items()] == ["b"]
+
+
+def test_attention_reasons_are_one_bounded_scrubbed_line(store: StateStore) -> None:
+    register_sensitive("Zelda Quokkaworth")
+    store.record_attention(
+        [
+            item("1", AttentionKind.PAID, 0, reason="paid\ninvoice  of Zelda Quokkaworth"),
+            item("2", AttentionKind.PAID, 0, reason="x" * 5000),
+            item(
+                "3",
+                AttentionKind.EDITED_IN_QBO,
+                0,
+                differences=(Difference("Line 1 Description", "Zelda Quokkaworth", "Botox"),),
+            ),
+        ]
+    )
+    reasons = {i.quote: i for i in store.attention_items()}
+    assert "\n" not in reasons["1"].reason and "Quokkaworth" not in reasons["1"].reason
+    assert reasons["1"].reason.startswith("paid invoice of")
+    assert len(reasons["2"].reason) <= 1000
+    assert "Quokkaworth" not in repr(reasons["3"].differences)
+    assert reasons["3"].differences[0].quote == "Botox"
+
+
+def test_attention_counts_cover_every_kind(store: StateStore) -> None:
+    assert store.attention_counts() == {kind.value: 0 for kind in AttentionKind}
+    store.record_attention(
+        [
+            item("1", AttentionKind.PAID, 0),
+            item("2", AttentionKind.PAID, 1),
+            item("3", AttentionKind.GAVE_UP, 2),
+        ]
+    )
+    store.record_conflict(ConflictEntry("4", None, "2 QBO invoices share DocNumber 4", minutes(3)))
+    counts = store.attention_counts()
+    assert counts["paid"] == 2 and counts["gave_up"] == 1
+    assert counts["duplicate_invoices"] == 1 and counts["edited_in_qbo"] == 0
+    assert set(counts) == {kind.value for kind in AttentionKind}
+
+
+def test_legacy_conflicts_show_as_items_until_superseded_or_cleared(store: StateStore) -> None:
+    duplicate = ConflictEntry("10005", None, "2 QBO invoices share DocNumber 10005", minutes(1))
+    paid = ConflictEntry("10023", "145", "invoice has a payment applied", minutes(2))
+    other = ConflictEntry("10030", "150", "quote re-opened but invoice is paid", minutes(3))
+    for conflict in (duplicate, paid, other):
+        store.record_conflict(conflict)
+
+    items = store.attention_items()
+    assert [(i.quote, i.kind, i.version, i.invoice_id) for i in items] == [
+        ("10005", AttentionKind.DUPLICATE_INVOICES, None, None),
+        ("10023", AttentionKind.PAID, None, "145"),
+        ("10030", AttentionKind.PAID, None, "150"),
+    ]
+    assert items[1].reason == paid.reason and items[1].detected_at == paid.detected_at
+    assert store.attention_item("10005") == items[0]
+
+    newer = item("10023", AttentionKind.EDITED_IN_QBO, 9)
+    store.record_attention([newer])
+    assert store.attention_item("10023") == newer
+    assert [i.quote for i in store.attention_items()] == ["10005", "10030", "10023"]
+
+    store.clear_attention(["10005", "10023"])
+    assert [i.quote for i in store.attention_items()] == ["10030"]
+    assert store.conflicts() == [other]  # 0.1's record of the cleared quotes is gone too
+    assert store.attention_item("10005") is None
+
+
+def test_an_unreadable_item_names_its_quote(backend: Backend, store: StateStore) -> None:
+    store.record_attention([item("1", AttentionKind.PAID, 0)])
+    spoil(backend, store, "attention", "10023")
+    with pytest.raises(StateStoreError, match="item needing a person for quote 10023"):
+        store.attention_items()
+    with pytest.raises(StateStoreError, match="quote 10023"):
+        store.attention_item("10023")
+    assert store.attention_item("1") is not None
+
+
+# --- acceptances -------------------------------------------------------------------------
+
+
+def test_acceptances_round_trip_replace_and_clear(store: StateStore) -> None:
+    assert store.acceptances() == {}
+    first = Acceptance("10023", 3, minutes(1), AttentionKind.EDITED_IN_QBO)
+    bare = Acceptance("10005", 1, minutes(2))
+    store.record_acceptance(first)
+    store.record_acceptance(bare)
+    assert store.acceptances() == {"10023": first, "10005": bare}
+    assert store.acceptances(["10005", "missing"]) == {"10005": bare}
+    assert store.acceptances([]) == {}
+
+    again = Acceptance("10023", 4, minutes(5), AttentionKind.PAID)
+    store.record_acceptance(again)
+    assert store.acceptances(["10023"]) == {"10023": again}
+
+    store.clear_acceptance(["10023", "missing"])
+    assert store.acceptances() == {"10005": bare}
+
+
+def test_an_unreadable_acceptance_names_its_quote(backend: Backend, store: StateStore) -> None:
+    spoil(backend, store, "accepted", "10023")
+    with pytest.raises(StateStoreError, match="acceptance for quote 10023"):
+        store.acceptances()
+
+
+# --- give up and retry -------------------------------------------------------------------
+
+
+def test_record_failure_returns_the_entry_with_its_attempts(store: StateStore) -> None:
+    entries = [store.record_failure("10023", f"QBO answered 50{n}", minutes(n)) for n in range(3)]
+    assert [entry.attempts for entry in entries] == [1, 2, 3]
+    last = entries[-1]
+    assert (last.quote, last.error) == ("10023", "QBO answered 502")
+    assert (last.first_failed_at, last.last_failed_at) == (minutes(0), minutes(2))
+    assert store.retry_queue() == [last]
+
+
+def test_retry_entries_and_size(store: StateStore) -> None:
+    assert store.retry_queue_size() == 0
+    one = store.record_failure("1", "boom", minutes(0))
+    two = store.record_failure("2", "bang", minutes(1))
+    assert store.retry_queue_size() == 2
+    assert store.retry_entries(["2", "missing", "1"]) == {"1": one, "2": two}
+    assert store.retry_entries([]) == {}
+
+
+def test_give_up_moves_the_quote_from_the_queue_to_an_item(store: StateStore) -> None:
+    store.record_failure("10023", "QBO answered 500", minutes(0))
+    store.record_failure("10024", "QBO answered 500", minutes(0))
+    gave_up = item("10023", AttentionKind.GAVE_UP, 5, reason="failed 5 times: QBO answered 500")
+    store.give_up("10023", gave_up)
+    assert [entry.quote for entry in store.retry_queue()] == ["10024"]
+    assert store.retry_entries(["10023"]) == {}
+    assert store.attention_item("10023") == gave_up
+
+
+def test_give_up_refuses_an_item_that_is_no_gave_up_of_that_quote(store: StateStore) -> None:
+    store.record_failure("10023", "boom", minutes(0))
+    with pytest.raises(ValueError):
+        store.give_up("10023", item("10023", AttentionKind.PAID, 1))
+    with pytest.raises(ValueError):
+        store.give_up("10023", item("other", AttentionKind.GAVE_UP, 1))
+    assert store.retry_queue_size() == 1
+    assert store.attention_items() == []
+
+
+def test_requeue_resets_attempts_and_touches_only_gave_up_items(store: StateStore) -> None:
+    for _ in range(3):
+        store.record_failure("10023", "QBO answered 500", minutes(0))
+    store.give_up("10023", item("10023", AttentionKind.GAVE_UP, 1, reason="QBO answered 500"))
+    edited = item("10030", AttentionKind.EDITED_IN_QBO, 2)
+    store.record_attention([edited])
+
+    requeued = store.requeue(["10030", "10023", "nope", "10023"], minutes(10))
+    assert requeued == ["10023"]
+    assert store.attention_items() == [edited]
+    entry = store.retry_entries(["10023"])["10023"]
+    assert entry.attempts == 0
+    assert entry.error == "QBO answered 500"
+    assert entry.first_failed_at == entry.last_failed_at == minutes(10)
+    assert store.record_failure("10023", "again", minutes(11)).attempts == 1
+
+    assert store.requeue(["10023"], minutes(12)) == []  # nothing gave up any more
+    assert store.requeue([], minutes(12)) == []
+
+
+def test_requeue_refuses_a_naive_time_and_changes_nothing(store: StateStore) -> None:
+    gave_up = item("10023", AttentionKind.GAVE_UP, 1)
+    store.give_up("10023", gave_up)
+    with pytest.raises(ValueError):
+        store.requeue(["10023"], datetime(2025, 3, 1, 8, 0))
+    assert store.attention_item("10023") == gave_up
+    assert store.retry_queue_size() == 0
+
+
+# --- CDC cursor and reminders ------------------------------------------------------------
+
+
+def test_cdc_cursor_is_a_plain_setting(store: StateStore) -> None:
+    assert store.cdc_cursor() is None
+    store.set_cdc_cursor(minutes(30))
+    assert store.cdc_cursor() == minutes(30)
+    store.set_cdc_cursor(minutes(5))  # backwards too: the sync decides
+    eastern = timezone(timedelta(hours=-5))
+    store.set_cdc_cursor(datetime(2025, 3, 1, 3, 0, 0, 42, tzinfo=eastern))
+    back = store.cdc_cursor()
+    assert back == minutes(0) + timedelta(microseconds=42)
+    assert back is not None and back.utcoffset() == timedelta(0)
+    assert store.watermark() is None  # a cursor of its own
+
+
+def test_last_reminded_at_round_trips(store: StateStore) -> None:
+    assert store.last_reminded_at() is None
+    store.set_last_reminded_at(minutes(60))
+    assert store.last_reminded_at() == minutes(60)
+    assert store.cdc_cursor() is None
+
+
+def test_cursor_and_reminder_refuse_naive_datetimes(store: StateStore) -> None:
+    store.set_cdc_cursor(minutes(1))
+    with pytest.raises(ValueError):
+        store.set_cdc_cursor(datetime(2025, 3, 1, 8, 0))
+    with pytest.raises(ValueError):
+        store.set_last_reminded_at(datetime(2025, 3, 1, 8, 0))
+    assert store.cdc_cursor() == minutes(1)
+    assert store.last_reminded_at() is None
+
+
+def test_two_stores_share_the_new_records(backend: Backend, store: StateStore) -> None:
+    other = backend.open()
+    try:
+        store.record_ledger([written("1", "101", 0)])
+        store.record_attention([item("2", AttentionKind.PAID, 0)])
+        store.record_acceptance(Acceptance("3", 1, minutes(0)))
+        store.set_cdc_cursor(minutes(4))
+        assert other.ledger_for_invoices(["101"])["101"].quote == "1"
+        assert other.attention_item("2") is not None
+        assert set(other.acceptances()) == {"3"}
+        assert other.cdc_cursor() == minutes(4)
+    finally:
+        other.close()
+
+
+# --- snapshot ----------------------------------------------------------------------------
+
+
+def test_a_snapshot_of_an_empty_store(store: StateStore) -> None:
+    snapshot = store.snapshot()
+    assert (snapshot.watermark, snapshot.cdc_cursor, snapshot.last_reminded_at) == (None,) * 3
+    assert (snapshot.retry_queue_size, snapshot.ledger_size, snapshot.attention) == (0, 0, ())
+    assert snapshot.attention_counts == {kind.value: 0 for kind in AttentionKind}
+
+
+def test_a_snapshot_agrees_with_the_single_reads(store: StateStore) -> None:
+    store.advance_watermark(minutes(1))
+    store.set_cdc_cursor(minutes(2))
+    store.set_last_reminded_at(minutes(3))
+    store.record_failure("1", "boom", minutes(0))
+    store.record_failure("2", "boom", minutes(0))
+    store.record_ledger([written("3", "103", 0), written("4", "104", 0), written("5", None, 0)])
+    store.record_attention([item("6", AttentionKind.GAVE_UP, 4)])
+    store.record_conflict(ConflictEntry("7", "107", "payment applied", minutes(1)))
+
+    snapshot = store.snapshot()
+    assert (snapshot.watermark, snapshot.cdc_cursor, snapshot.last_reminded_at) == (
+        minutes(1),
+        minutes(2),
+        minutes(3),
+    )
+    assert (snapshot.retry_queue_size, snapshot.ledger_size) == (2, 3)
+    assert list(snapshot.attention) == store.attention_items()
+    assert [i.quote for i in snapshot.attention] == ["7", "6"]
+    assert snapshot.attention_counts == store.attention_counts()
+    assert snapshot.attention_counts["gave_up"] == snapshot.attention_counts["paid"] == 1
+
+
+# --- the ledger against a model ----------------------------------------------------------
+
+LEDGER_QUOTES = ("A", "B", "C")
+# Each quote's invoices are its own (a DocNumber is one quote's), as in QBO.
+ledger_steps = st.lists(
+    st.tuples(
+        st.sampled_from(("record", "record", "forget")),
+        st.sampled_from(LEDGER_QUOTES),
+        st.sampled_from((None, "1", "2", "3")),
+    ),
+    max_size=12,
+)
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(steps=ledger_steps)
+def test_the_ledger_and_its_invoice_index_follow_any_sequence_of_writes(
+    store: StateStore, steps: list[tuple[str, str, str | None]]
+) -> None:
+    store.forget_ledger(LEDGER_QUOTES)  # each example starts from an empty ledger
+    model: dict[str, LedgerEntry] = {}
+    for n, (step, quote, number) in enumerate(steps):
+        if step == "forget":
+            store.forget_ledger([quote])
+            model.pop(quote, None)
+        else:
+            invoice_id = None if number is None else f"{quote}-{number}"
+            entry = written(quote, invoice_id, n, version=n)
+            store.record_ledger([entry])
+            model[quote] = entry
+    every_invoice = [f"{q}-{n}" for q in LEDGER_QUOTES for n in "123"]
+    assert store.ledger(LEDGER_QUOTES) == model
+    assert store.ledger_size() == len(model)
+    assert store.ledger_for_invoices(every_invoice) == {
+        entry.invoice_id: entry for entry in model.values() if entry.invoice_id is not None
+    }
+    if isinstance(store, RedisStateStore):  # and the index holds nothing stale
+        assert store._redis.hgetall(store.key("ledger:invoices")) == {
+            entry.invoice_id: quote for quote, entry in model.items() if entry.invoice_id
+        }
+
+
+def test_concurrent_writers_each_get_their_own_attempt_number(backend: Backend) -> None:
+    import threading
+
+    stores = [backend.open() for _ in range(3)]
+    seen: list[int] = []
+
+    def fail(store: StateStore) -> None:
+        for _ in range(8):
+            seen.append(store.record_failure("10023", "still failing", T0).attempts)
+
+    threads = [threading.Thread(target=fail, args=(opened,)) for opened in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(seen) == list(range(1, 25))
+    for opened in stores:
+        opened.close()

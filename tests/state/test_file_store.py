@@ -15,6 +15,7 @@ import pytest
 from fourdqbo.errors import StateStoreError
 from fourdqbo.state import ConflictEntry
 from fourdqbo.state.file_store import FileStateStore
+from fourdqbo.state.items import Acceptance, AttentionItem, AttentionKind, LedgerEntry
 from tests.state.conftest import REALM
 from tests.state.contenders import take_lock_and_die
 
@@ -178,3 +179,129 @@ def test_a_corrupt_lock_note_of_a_dead_run_is_no_holder_and_unlock_removes_it(
     again = store.acquire_lock("run-b", ttl_seconds=5)
     assert again is not None
     again.release()
+
+
+# --- 0.2 records -------------------------------------------------------------------------
+
+NEW_FILES = {
+    "ledger.json",
+    "attention.json",
+    "accepted.json",
+    "cdc_cursor.json",
+    "reminded_at.json",
+}
+
+
+def exercise_records(store: FileStateStore) -> None:
+    store.record_ledger([LedgerEntry("1", "101", 3, "0", "run-1", T0)])
+    store.record_attention([AttentionItem("2", AttentionKind.PAID, 1, "9", "paid", T0)])
+    store.record_acceptance(Acceptance("3", 1, T0))
+    store.set_cdc_cursor(T0)
+    store.set_last_reminded_at(T0)
+
+
+def test_the_new_files_are_0600_plain_json(store: FileStateStore, root: Path) -> None:
+    previous = os.umask(0o002)
+    try:
+        exercise_records(store)
+    finally:
+        os.umask(previous)
+    directory = root / REALM
+    names = {path.name for path in directory.iterdir()}
+    assert names >= NEW_FILES
+    assert not [name for name in names if name.endswith(".tmp")]
+    for path in directory.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
+    ledger = json.loads((directory / "ledger.json").read_text())
+    assert ledger["1"]["written_at"] == "2025-03-01T08:00:00.000000Z"
+    assert json.loads((directory / "cdc_cursor.json").read_text()) == {
+        "cdc_cursor": "2025-03-01T08:00:00.000000Z"
+    }
+    assert json.loads((directory / "attention.json").read_text())["2"]["kind"] == "paid"
+
+
+def test_reading_the_new_records_creates_nothing(store: FileStateStore, root: Path) -> None:
+    assert store.ledger(["1"]) == {}
+    assert store.ledger_for_invoices(["1"]) == {}
+    assert store.ledger_size() == 0
+    assert store.attention_items() == []
+    assert store.attention_item("1") is None
+    assert store.acceptances() == {}
+    assert store.retry_entries(["1"]) == {}
+    assert store.cdc_cursor() is None and store.last_reminded_at() is None
+    assert not root.exists()
+
+
+@pytest.mark.parametrize("name", sorted(NEW_FILES))
+def test_a_corrupt_new_file_is_a_clear_error(store: FileStateStore, root: Path, name: str) -> None:
+    exercise_records(store)
+    (root / REALM / name).write_text("{half a fi")
+    reads = {
+        "ledger.json": lambda: store.ledger(["1"]),
+        "attention.json": store.attention_items,
+        "accepted.json": store.acceptances,
+        "cdc_cursor.json": store.cdc_cursor,
+        "reminded_at.json": store.last_reminded_at,
+    }
+    with pytest.raises(StateStoreError, match=rf"{name.replace('.', '[.]')} is not valid JSON"):
+        reads[name]()
+
+
+def test_a_ledger_file_that_is_no_object_is_a_clear_error(
+    store: FileStateStore, root: Path
+) -> None:
+    exercise_records(store)
+    (root / REALM / "ledger.json").write_text("[]")
+    with pytest.raises(StateStoreError, match="not a JSON object"):
+        store.ledger_for_invoices(["101"])
+    with pytest.raises(StateStoreError, match="not a JSON object"):
+        store.record_ledger([LedgerEntry("4", "104", 1, "0", "run-2", T0)])
+
+
+def fail_writing(monkeypatch: pytest.MonkeyPatch, failing: str) -> None:
+    """The disk refuses to replace one file, as a crash between two replaces would leave it."""
+    real = FileStateStore._write
+
+    def write(self: FileStateStore, name: str, document: object) -> None:
+        if name == failing:
+            raise OSError(5, "Input/output error")
+        real(self, name, document)
+
+    monkeypatch.setattr(FileStateStore, "_write", write)
+
+
+def test_give_up_cut_short_leaves_the_quote_queued_and_given_up_never_neither(
+    store: FileStateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.record_failure("10023", "boom", T0)
+    fail_writing(monkeypatch, "retry.json")
+    gave_up = AttentionItem("10023", AttentionKind.GAVE_UP, 3, None, "boom", T0)
+    with pytest.raises(StateStoreError, match="unusable"):
+        store.give_up("10023", gave_up)
+    assert store.attention_item("10023") == gave_up
+    assert store.retry_queue_size() == 1
+
+
+def test_requeue_cut_short_leaves_the_quote_queued_and_given_up_never_neither(
+    store: FileStateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gave_up = AttentionItem("10023", AttentionKind.GAVE_UP, 3, None, "boom", T0)
+    store.give_up("10023", gave_up)
+    fail_writing(monkeypatch, "attention.json")
+    with pytest.raises(StateStoreError, match="unusable"):
+        store.requeue(["10023"], T0)
+    assert store.retry_entries(["10023"])["10023"].attempts == 0
+    assert store.attention_item("10023") == gave_up
+    monkeypatch.undo()
+    assert store.requeue(["10023"], T0) == ["10023"]  # doing it again completes the move
+    assert store.attention_items() == []
+
+
+def test_ledger_by_invoice_prefers_the_latest_write_when_two_quotes_name_one(
+    store: FileStateStore, root: Path
+) -> None:
+    early = LedgerEntry("A", "145", 1, "0", "run-1", T0)
+    late = LedgerEntry("B", "145", 1, "0", "run-2", T0.replace(minute=5))
+    store.record_ledger([late])
+    store.record_ledger([early])
+    assert store.ledger_for_invoices(["145"]) == {"145": late}

@@ -12,6 +12,7 @@ import redis
 
 from fourdqbo.errors import EXIT_UPSTREAM, StateStoreError
 from fourdqbo.state import ConflictEntry, LockLost
+from fourdqbo.state.items import Acceptance, AttentionItem, AttentionKind, Difference, LedgerEntry
 from fourdqbo.state.redis_store import RedisStateStore, describe_redis_error
 from tests.fixtures.redis import RedisServer
 from tests.state.conftest import REALM
@@ -287,3 +288,141 @@ def test_heartbeat_survives_a_short_redis_outage(redis_server: RedisServer) -> N
     # the restarted server lost the key (no persistence): the next extension finds it gone
     assert wait_until(lambda: lock.lost, timeout=3)
     store.close()
+
+
+# --- 0.2 records -------------------------------------------------------------------------
+
+
+def _ledger(quote: str, invoice_id: str | None, minute: int = 0) -> LedgerEntry:
+    return LedgerEntry(
+        quote, invoice_id, 3, "0", "run-1", datetime(2025, 3, 1, 8, minute, tzinfo=UTC)
+    )
+
+
+def test_the_new_records_have_their_own_keys(
+    store: RedisStateStore, state_prefix: str, redis_client: redis.Redis
+) -> None:
+    store.record_ledger([_ledger("1", "101")])
+    store.record_attention(
+        [AttentionItem("2", AttentionKind.PAID, 1, "9", "paid", T0, (Difference("x", "1", "2"),))]
+    )
+    store.record_acceptance(Acceptance("3", 1, T0))
+    store.set_cdc_cursor(T0)
+    store.set_last_reminded_at(T0)
+    namespace = f"{state_prefix}:{REALM}:"
+    keys = {key[len(namespace) :] for key in redis_client.scan_iter(match=f"{state_prefix}:*")}
+    assert keys == {
+        "ledger",
+        "ledger:invoices",
+        "attention",
+        "accepted",
+        "cdc_cursor",
+        "reminded_at",
+    }
+    for name in ("ledger", "ledger:invoices", "attention", "accepted"):
+        assert redis_client.type(namespace + name) == "hash"
+    assert redis_client.get(namespace + "cdc_cursor") == "2025-03-01T08:00:00.000000Z"
+    assert redis_client.get(namespace + "reminded_at") == "2025-03-01T08:00:00.000000Z"
+    stored = json.loads(redis_client.hget(namespace + "ledger", "1"))
+    assert stored["written_at"] == "2025-03-01T08:00:00.000000Z"
+    assert stored["invoice_id"] == "101" and stored["version"] == 3
+    stored_item = json.loads(redis_client.hget(namespace + "attention", "2"))
+    assert stored_item["kind"] == "paid"
+    assert stored_item["differences"] == [{"field": "x", "qbo": "1", "quote": "2"}]
+
+
+def test_the_invoice_index_holds_exactly_the_current_invoices(
+    store: RedisStateStore, redis_client: redis.Redis
+) -> None:
+    index = store.key("ledger:invoices")
+    store.record_ledger([_ledger("A", "145"), _ledger("B", "146")])
+    assert redis_client.hgetall(index) == {"145": "A", "146": "B"}
+    store.record_ledger([_ledger("A", "201", 1)])
+    assert redis_client.hgetall(index) == {"201": "A", "146": "B"}
+    store.record_ledger([_ledger("B", None, 2)])
+    assert redis_client.hgetall(index) == {"201": "A"}
+    store.record_ledger([_ledger("B", "201", 3)])  # B takes A's invoice (a hand edit)
+    store.record_ledger([_ledger("A", "300", 4)])  # A moving on leaves B's entry alone
+    assert redis_client.hgetall(index) == {"201": "B", "300": "A"}
+    store.forget_ledger(["A", "B"])
+    assert redis_client.exists(index, store.key("ledger")) == 0
+
+
+def test_a_stale_index_entry_never_names_the_wrong_quote(
+    store: RedisStateStore, redis_client: redis.Redis
+) -> None:
+    store.record_ledger([_ledger("A", "145")])
+    redis_client.hset(store.key("ledger:invoices"), "999", "A")  # left by a hand edit
+    assert store.ledger_for_invoices(["999", "145"]) == {"145": _ledger("A", "145")}
+
+
+def test_requeue_decides_again_when_an_item_changes_under_it(
+    store: RedisStateStore, redis_url: str, state_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another run replaces the gave_up item while `sync retry` is between read and write:
+    the transaction is retried on what is there now, so the new item is not lost."""
+    import fourdqbo.state.redis_store as module
+
+    store.give_up("10023", AttentionItem("10023", AttentionKind.GAVE_UP, 3, None, "boom", T0))
+    store.give_up("10024", AttentionItem("10024", AttentionKind.GAVE_UP, 3, None, "boom", T0))
+    other = RedisStateStore(redis_url, state_prefix, REALM)
+    paid = AttentionItem("10023", AttentionKind.PAID, 4, "145", "paid", T0)
+    real = module.requeued_retry
+    calls: list[str] = []
+
+    def meddling(quote, document, at):  # type: ignore[no-untyped-def]
+        if not calls:
+            other.record_attention([paid])
+        calls.append(quote)
+        return real(quote, document, at)
+
+    monkeypatch.setattr(module, "requeued_retry", meddling)
+    assert store.requeue(["10023", "10024"], T0) == ["10024"]
+    assert len(calls) > 2  # it ran again
+    assert store.attention_items() == [paid]
+    assert set(store.retry_entries(["10023", "10024"])) == {"10024"}
+    other.close()
+
+
+def test_unreachable_redis_fails_the_new_calls_too(unreachable_redis_url: str) -> None:
+    store = RedisStateStore(unreachable_redis_url, "fourdqbo", REALM)
+    for call in (
+        lambda: store.ledger(["1"]),
+        lambda: store.record_ledger([_ledger("1", "2")]),
+        store.attention_items,
+        lambda: store.requeue(["1"], T0),
+        store.cdc_cursor,
+    ):
+        with pytest.raises(StateStoreError, match="unreachable") as raised:
+            call()
+        assert raised.value.exit_code == EXIT_UPSTREAM
+
+
+def test_a_quote_moving_between_queue_and_item_is_always_in_exactly_one(
+    store: RedisStateStore, redis_client: redis.Redis
+) -> None:
+    """give_up and requeue are single transactions: a reader never sees the quote in both
+    places or in neither, however their steps interleave with its reads."""
+    import threading
+
+    gave_up = AttentionItem("10023", AttentionKind.GAVE_UP, 3, None, "boom", T0)
+    store.record_failure("10023", "boom", T0)
+    done = threading.Event()
+
+    def move_back_and_forth() -> None:
+        for _ in range(150):
+            store.give_up("10023", gave_up)
+            assert store.requeue(["10023"], T0) == ["10023"]
+        done.set()
+
+    mover = threading.Thread(target=move_back_and_forth)
+    mover.start()
+    seen = set()
+    while not done.is_set():
+        pipe = redis_client.pipeline(transaction=True)
+        pipe.hexists(store.key("retry"), "10023")
+        pipe.hexists(store.key("attention"), "10023")
+        seen.add(tuple(pipe.execute()))
+    mover.join()
+    assert seen <= {(True, False), (False, True)}
+    assert len(seen) == 2  # both places were seen: the reader really raced the mover
