@@ -346,3 +346,13 @@ def test_300_quotes_take_at_most_12_qbo_requests(tmp_path: Path, redis_url: str,
         assert len(document["findings"]) == 300
         assert document["requests"]["qbo"] == len(qbo) <= 12
         assert not [r for r in qbo if r.is_write]
+
+
+def test_fix_prints_before_the_run_report_and_after(cli: Invoke, sandbox: Sandbox) -> None:
+    result = cli("reconcile", "--fix")
+    assert result.exit_code == 1, result.output  # the seed's paid conflict stays
+    out = result.stdout
+    assert out.index("before --fix") < out.index("sync run ") < out.index("after --fix")
+    assert "created" in out
+    before, after = out.split("after --fix")
+    assert "missing" in before and "missing" not in after

@@ -11,18 +11,29 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fourdqbo import jsonio
-from fourdqbo.emr.records import STATUS_ACTIVE, STATUS_COMPLETED, STATUS_INACTIVE
+from fourdqbo.config import Settings
+from fourdqbo.emr.client import NotFound
+from fourdqbo.emr.records import (
+    STATUS_ACTIVE,
+    STATUS_COMPLETED,
+    STATUS_INACTIVE,
+    Quote,
+    QuoteSummary,
+)
+from fourdqbo.errors import FourdqboError
 from fourdqbo.qbo.records import Customer, Invoice
 from fourdqbo.state.items import Acceptance, Difference
 from fourdqbo.sync.planning import QuoteInput
 from fourdqbo.sync.reconcile import (
     FindingKind,
+    Reconciler,
     ReconcileResult,
+    acceptances_of,
     fix_quotes,
     patient_customer_ids,
     reconcile_findings,
 )
-from tests.sync.test_mapping import ITEM_IDS, PROPERTY_SETTINGS, draft_of, qbo_answer
+from tests.sync.test_mapping import ITEM_IDS, PROPERTY_SETTINGS, draft_of, qbo_answer, quote_of
 
 TEMPLATE = "{patient_id}.{initials}"
 SINCE = datetime(2025, 3, 1, 5, 0, tzinfo=UTC)  # 2025-03-01 00:00 in New York
@@ -463,3 +474,125 @@ def test_each_situation_gives_its_finding(
     }
     result = reconcile(quotes, invoices)
     assert [f.finding.value for f in result.findings] == [expected[p] for p in picks]
+
+
+# --- the shell's reads, against fakes -----------------------------------------------------
+
+
+class FakeFourD:
+    def __init__(self, summaries: list[QuoteSummary], quotes: dict[str, Quote]) -> None:
+        self.summaries, self.quotes = summaries, quotes
+        self.fetched: list[list[str]] = []
+        self.request_count = 0
+
+    def list_quotes(self, since: datetime) -> list[QuoteSummary]:
+        self.request_count += 1
+        return self.summaries
+
+    def get_quotes(self, numbers: Any) -> dict[str, Quote | FourdqboError]:
+        wanted = list(numbers)
+        self.fetched.append(wanted)
+        self.request_count += len(wanted)
+        return {
+            n: self.quotes.get(n) or NotFound(f"4D has no quote {n}", service="fourd", status=404)
+            for n in wanted
+        }
+
+
+class FakeQBO:
+    def __init__(self, invoices: list[Invoice], customers: list[Customer]) -> None:
+        self.invoices, self.customers = invoices, customers
+        self.statements: list[tuple[str, list[str]]] = []
+        self.by_doc: list[list[str]] = []
+        self.request_count = 0
+
+    def query_all(self, entity: str, where: Any = (), order_by: str | None = None) -> list[Any]:
+        self.request_count += 1
+        self.statements.append((entity, list(where)))
+        if entity == "Customer":
+            return [dict(c.raw) for c in self.customers]
+        assert where == ["TxnDate >= '2025-03-01'"]
+        return [
+            dict(i.raw)
+            for i in self.invoices
+            if i.txn_date is not None and i.txn_date.isoformat() >= "2025-03-01"
+        ]
+
+    def find_invoices_by_doc_numbers(self, doc_numbers: Any) -> list[Invoice]:
+        self.request_count += 1
+        wanted = list(doc_numbers)
+        self.by_doc.append(wanted)
+        return [i for i in self.invoices if i.doc_number in wanted]
+
+
+def summary(number: str, status: int, version: int = 3) -> QuoteSummary:
+    return QuoteSummary(number, version, status, None, "77")
+
+
+def test_the_reader_fetches_completed_quotes_only_and_asks_qbo_in_bulk(
+    make_settings: Callable[..., Settings],
+) -> None:
+    earlier = "2025-02-20T15:00:00Z"  # dated before DT, changed after it
+    ok, old = quote_of(PriceQuoteNo=10023), quote_of(PriceQuoteNo=10024, PriceQuoteDate=earlier)
+    old_invoice = invoice_of(completed("10024", PriceQuoteDate=earlier), "146")
+    fourd = FakeFourD(
+        [
+            summary("10023", STATUS_COMPLETED),
+            summary("10024", STATUS_COMPLETED),
+            summary("10025", STATUS_ACTIVE),
+        ],
+        {"10023": ok, "10024": old, "10001": quote_of(PriceQuoteNo=10001)},
+    )
+    qbo = FakeQBO(
+        [
+            invoice_of(completed("10023")),
+            old_invoice,
+            foreign_invoice("200", "10001", "2025-03-01"),  # a quote changed before DT
+            foreign_invoice("201", "10002", "2025-03-01"),  # 4D does not know it
+            foreign_invoice("202", "A-7", "2025-03-01"),  # 4D does not know it either
+            foreign_invoice("203", "10003", "2025-03-02"),  # after the first day: not asked
+        ],
+        [Customer.parse({"Id": "58", "SyncToken": "0", "DisplayName": "77.JQD"})],
+    )
+    reader = Reconciler(make_settings(), fourd, qbo, item_ids=lambda: ITEM_IDS)
+
+    result = reader.run(SINCE)
+
+    assert [f.finding.value for f in result.findings] == ["ok", "ok", "ok"]
+    # Only invoices of the first day are asked about: a later TxnDate means a quote date
+    # after DT, so 4D's list would have held the quote.
+    assert fourd.fetched == [["10023", "10024"], ["10001", "10002", "A-7"]]
+    assert qbo.by_doc == [["10024", "10025"]]  # only the quotes not among the dated
+    assert [entity for entity, _ in qbo.statements] == ["Invoice", "Customer"]
+    assert qbo.statements[1][1] == ["Active IN (true, false)"]
+    assert [i.invoice_id for i in result.not_from_4d] == ["201", "202", "203"]
+    assert result.requests == {"fourd": 6, "qbo": 3}
+
+
+def test_a_quote_that_cannot_become_an_invoice_is_failed(
+    make_settings: Callable[..., Settings],
+) -> None:
+    broken = quote_of(PriceQuoteNo=10023, Procedures=[], Supplies=[], AnesthAmt=0, FacilityAmt=0)
+    fourd = FakeFourD([summary("10023", STATUS_COMPLETED)], {"10023": broken})
+    reader = Reconciler(make_settings(), fourd, FakeQBO([], []), item_ids=lambda: ITEM_IDS)
+    finding = only(reader.run(SINCE))
+    assert finding.finding is FindingKind.FAILED and "no billable lines" in finding.reason
+
+
+def test_acceptances_are_read_from_stores_that_have_them() -> None:
+    acceptance = Acceptance("10023", 3, ACCEPTED_AT)
+
+    class Old:
+        pass
+
+    class Listing:
+        def acceptances(self) -> list[Acceptance]:
+            return [acceptance]
+
+    class Keyed:
+        def acceptances(self) -> dict[str, Acceptance]:
+            return {"10023": acceptance}
+
+    assert acceptances_of(Old()) == {}
+    assert acceptances_of(Listing()) == {"10023": acceptance}
+    assert acceptances_of(Keyed()) == {"10023": acceptance}
