@@ -53,7 +53,7 @@ from fourdqbo.sync.mapping import (
     map_quote,
 )
 from fourdqbo.sync.planning import QuoteInput, customer_key
-from fourdqbo.timefmt import local_date
+from fourdqbo.timefmt import iso_z, local_date
 
 
 class FindingKind(StrEnum):
@@ -160,8 +160,6 @@ class ReconcileResult:
         return 0 if all(f.finding in SETTLED for f in self.findings) else 1
 
     def as_dict(self) -> dict[str, Any]:
-        from fourdqbo.timefmt import iso_z
-
         return {
             "since": iso_z(self.since),
             "findings": [f.as_dict() for f in self.findings],
@@ -311,8 +309,9 @@ def _finding(
     if draft is None:
         return Finding(finding=FindingKind.FAILED, reason="completed quote without a draft", **base)
     if invoice is None:
-        reason = "invoice voided in QBO" if found else "no invoice in QBO"
-        return finding(FindingKind.MISSING, reason)
+        if found:  # only voided ones: name the last, so a person can find it
+            return finding(FindingKind.MISSING, "invoice voided in QBO", invoice_id=found[-1].id)
+        return finding(FindingKind.MISSING, "no invoice in QBO")
     customer_ids = patients.ids(draft.patient_id, draft.customer_name)
     if invoice.customer_id in customer_ids:
         customer_id: str | None = invoice.customer_id

@@ -152,7 +152,8 @@ def test_a_voided_invoice_of_a_completed_quote_counts_as_missing() -> None:
     quote = completed("10023")
     finding = only(reconcile([quote], [voided(invoice_of(quote))]))
     assert finding.finding is FindingKind.MISSING
-    assert "voided" in finding.reason
+    assert "voided" in finding.reason and finding.invoice_id == "145"
+    assert finding.invoice_total is None  # a voided invoice bills nothing
 
 
 def test_an_unpaid_invoice_that_differs_says_what_differs() -> None:
