@@ -356,3 +356,21 @@ def test_fix_prints_before_the_run_report_and_after(cli: Invoke, sandbox: Sandbo
     assert "created" in out
     before, after = out.split("after --fix")
     assert "missing" in before and "missing" not in after
+
+
+def test_the_audit_needs_no_lock_and_fix_waits_for_none(
+    cli: Invoke, sandbox: Sandbox, store: StateStore
+) -> None:
+    lock = store.acquire_lock("another-run", ttl_seconds=30)
+    assert lock is not None
+    try:
+        code, document = audit(cli)
+        assert code == 1 and "missing" in findings(document).values()
+        sandbox.clear_requests()
+        fixed = cli("reconcile", "--fix")
+        assert fixed.exit_code == 75, fixed.output
+        assert not [r for r in sandbox.requests_to("qbo") if r.is_write]
+        holder = store.lock_holder()
+        assert holder is not None and holder.run_id == "another-run"
+    finally:
+        lock.release()
