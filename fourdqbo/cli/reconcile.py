@@ -14,8 +14,9 @@ import os
 import sys
 import tempfile
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -29,6 +30,12 @@ from fourdqbo.cli.output import (
     stdout_is_terminal,
 )
 from fourdqbo.errors import ConfigError
+
+if TYPE_CHECKING:  # the sync modules load only when the command runs (start-up time)
+    from fourdqbo.cli.sync import Connections
+    from fourdqbo.sync.engine import Progress
+    from fourdqbo.sync.reconcile import ReconcileResult
+    from fourdqbo.sync.report import RunReport
 
 CSV_COLUMNS = (
     "quote",
@@ -120,7 +127,7 @@ def reconcile(
     raise typer.Exit(exit_code)
 
 
-def _audit(conn: Any, progress: Any, since: Any) -> Any:
+def _audit(conn: Connections, progress: Progress, since: datetime) -> ReconcileResult:
     from fourdqbo.sync.engine import SyncEngine
     from fourdqbo.sync.reconcile import Reconciler, acceptances_of
 
@@ -137,7 +144,7 @@ def _audit(conn: Any, progress: Any, since: Any) -> Any:
     return reconciler.run(since)
 
 
-def _fix(conn: Any, progress: Any, before: Any) -> Any:
+def _fix(conn: Connections, progress: Progress, before: ReconcileResult) -> RunReport | None:
     """Hand the quotes that need a write to the engine, 4D winning; None when there are none."""
     from fourdqbo.sync.engine import RunOptions, SyncEngine
     from fourdqbo.sync.reconcile import fix_quotes
@@ -151,7 +158,7 @@ def _fix(conn: Any, progress: Any, before: Any) -> Any:
     return engine.run(RunOptions(quotes=quotes))
 
 
-def _print_result(result: Any, *, title: str) -> None:
+def _print_result(result: ReconcileResult, *, title: str) -> None:
     document = result.as_dict()
     rows = [f for f in document["findings"] if f["finding"] != "ok"]
     emit_table(
@@ -219,7 +226,7 @@ def _csv_target(path: Path) -> Path:
     return target
 
 
-def _write_csv(target: Path, result: Any) -> None:
+def _write_csv(target: Path, result: ReconcileResult) -> None:
     """One row per finding, written to a temporary file and moved into place."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
