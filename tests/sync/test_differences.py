@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 from fourdqbo.emr.records import Quote
 from fourdqbo.state.items import Difference
 from fourdqbo.sync.differences import invoice_differences, money_text
-from fourdqbo.sync.mapping import InvoiceDraft, map_quote
+from fourdqbo.sync.mapping import InvoiceDraft, draft_differences, map_quote
 from tests.sync.test_mapping import (
     ITEM_IDS,
     PROPERTY_SETTINGS,
@@ -293,3 +294,17 @@ def test_reversing_lines_differs_unless_they_read_the_same(data: dict[str, Any])
 
     found = differences(draft, reverse)
     assert (found == ()) == (tuple(reversed(draft.lines)) == draft.lines)
+
+
+def test_field_names_for_the_planner_fold_lines_and_name_a_lone_total() -> None:
+    draft = draft_of()
+    discounted = replace(qbo_answer(draft), total=Decimal("6800.00"))  # a discount line in QBO
+    assert draft_differences(draft, "58", ITEM_IDS, discounted) == ["TotalAmt"]
+
+    def edit(body: dict[str, Any]) -> None:
+        body["Line"][0]["Amount"] = Decimal("1.00")
+        body["Line"][1]["Description"] = "x"
+        body["DocNumber"] = "1"
+
+    changed = qbo_answer(draft, edit=edit)
+    assert draft_differences(draft, "58", ITEM_IDS, changed) == ["DocNumber", "Line"]
