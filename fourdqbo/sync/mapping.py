@@ -1,9 +1,10 @@
 """Mapping a 4D quote to a QBO invoice draft, and a draft to the QBO JSON we write (pure).
 
 DESIGN.md "Sync semantics" point 5 lives here: DocNumber, TxnDate in the practice's time
-zone, custom fields, the order and kind of the lines, the customer DisplayName. Also the
-one definition of "the invoice in QBO still says what the draft says" (`draft_matches`),
-which compares only the fields we own. No I/O: data in, data out.
+zone, custom fields, the order and kind of the lines, the customer DisplayName. Also
+"the invoice in QBO still says what the draft says" (`draft_matches`) and the names of
+the fields that differ, both read from `fourdqbo.sync.differences`, the one definition
+of what differs. No I/O: data in, data out.
 
 Money is Decimal throughout and rounded half-up to cents by `fourdqbo.money.cents`; the
 rounding rules that keep QBO's `Amount == Qty × UnitPrice` check and the invoice total
@@ -23,7 +24,8 @@ from typing import Any
 from fourdqbo.config import Settings
 from fourdqbo.emr.records import Quote, Supply
 from fourdqbo.money import CENT, ZERO, cents
-from fourdqbo.qbo.records import Invoice, InvoiceLine
+from fourdqbo.qbo.records import Invoice
+from fourdqbo.state.items import Difference
 from fourdqbo.timefmt import load_zone, local_date
 
 # QBO limits on what we write.
@@ -291,12 +293,10 @@ def draft_matches(
 ) -> bool:
     """True when `existing` says what the draft says, in the fields we own.
 
-    Compared: DocNumber, TxnDate, CustomerRef id, the SalesItemLineDetail lines in order
-    (item id, description, amount, Qty, UnitPrice; numbers by value, so 100 == 100.00) and
-    the custom fields we set (a field QBO leaves out counts as empty). Ignored: QBO's
-    SubTotal line, MetaData, Id, SyncToken, TotalAmt, Balance and other custom fields.
+    The comparison is `fourdqbo.sync.differences.invoice_differences` (the one definition
+    of what differs), with every custom field the draft sets, the Quote Version included.
     """
-    return not draft_differences(draft, customer_id, item_ids, existing)
+    return not _differences(draft, customer_id, item_ids, existing)
 
 
 def draft_differences(
@@ -307,28 +307,36 @@ def draft_differences(
 ) -> list[str]:
     """The QBO field names in which `existing` differs from the draft (see `draft_matches`).
 
-    For reports: names of fields only, never their values. `customer_id` None means the
-    customer does not exist yet, so CustomerRef differs.
+    For reports: names of fields only, never their values: "DocNumber", "TxnDate",
+    "CustomerRef", "Line" (any line or their number) and "CustomField"; "TotalAmt" only
+    when the lines agree and the total still differs (a discount or tax line added in
+    QBO). `customer_id` None means the customer does not exist yet, so CustomerRef differs.
     """
-    wanted_items = [_item_id(item_ids, line.kind) for line in draft.lines]
-    differences = []
-    if existing.doc_number != draft.doc_number:
-        differences.append("DocNumber")
-    if existing.txn_date != draft.txn_date:
-        differences.append("TxnDate")
-    if customer_id is None or existing.customer_id != customer_id:
-        differences.append("CustomerRef")
-    if len(existing.lines) != len(draft.lines) or not all(
-        _line_matches(line, item_id, found)
-        for line, item_id, found in zip(draft.lines, wanted_items, existing.lines, strict=False)
-    ):
-        differences.append("Line")
-    if any(
-        existing.custom_fields.get(field.definition_id, "") != field.value
-        for field in draft.custom_fields
-    ):
-        differences.append("CustomField")
-    return differences
+    names: dict[str, None] = {}
+    for difference in _differences(draft, customer_id, item_ids, existing):
+        names.setdefault(difference.field.split(" ", 1)[0], None)
+    if "TotalAmt" in names and "Line" in names:
+        del names["TotalAmt"]  # the lines already say why the total differs
+    order = ("DocNumber", "TxnDate", "CustomerRef", "Line", "TotalAmt", "CustomField")
+    return [name for name in order if name in names]
+
+
+def _differences(
+    draft: InvoiceDraft,
+    customer_id: str | None,
+    item_ids: Mapping[LineKind, str],
+    existing: Invoice,
+) -> tuple[Difference, ...]:
+    # Imported here because differences.py builds on this module's draft types.
+    from fourdqbo.sync.differences import invoice_differences
+
+    version_field = next(
+        (f.definition_id for f in draft.custom_fields if f.name == QUOTE_VERSION_FIELD_NAME),
+        None,
+    )
+    return invoice_differences(
+        draft, customer_id, item_ids, existing, quote_version_field=version_field
+    )
 
 
 def _allocate_cents(values: Sequence[Decimal], exact_total: Decimal) -> list[Decimal]:
@@ -436,7 +444,8 @@ def _not_negative(value: Decimal, what: str) -> None:
         raise MappingError(f"{what} is negative")
 
 
-def _item_id(item_ids: Mapping[LineKind, str], kind: LineKind) -> str:
+def item_id_of(item_ids: Mapping[LineKind, str], kind: LineKind) -> str:
+    """The QBO Item id for a line kind; LookupError when the run resolved none."""
     item_id = item_ids.get(kind)
     if not item_id:
         raise LookupError(f"no QBO item id for {kind} lines")
@@ -444,7 +453,7 @@ def _item_id(item_ids: Mapping[LineKind, str], kind: LineKind) -> str:
 
 
 def _line_payload(line: DraftLine, item_ids: Mapping[LineKind, str]) -> dict[str, Any]:
-    detail: dict[str, Any] = {"ItemRef": {"value": _item_id(item_ids, line.kind)}}
+    detail: dict[str, Any] = {"ItemRef": {"value": item_id_of(item_ids, line.kind)}}
     if line.qty is not None:
         detail["Qty"] = line.qty
     if line.unit_price is not None:
@@ -454,17 +463,6 @@ def _line_payload(line: DraftLine, item_ids: Mapping[LineKind, str]) -> dict[str
         payload["Description"] = line.description
     payload["SalesItemLineDetail"] = detail
     return payload
-
-
-def _line_matches(line: DraftLine, item_id: str, found: InvoiceLine) -> bool:
-    if found.item_id != item_id or found.description != line.description:
-        return False
-    if found.amount != line.amount:
-        return False
-    if line.qty is None and line.unit_price is None:
-        # We sent neither; QBO may answer with Qty 1 and UnitPrice = Amount filled in.
-        return found.qty in (None, 1) and found.unit_price in (None, line.amount)
-    return found.qty == line.qty and found.unit_price == line.unit_price
 
 
 __all__ = [
@@ -479,6 +477,7 @@ __all__ = [
     "draft_matches",
     "initials",
     "invoice_payload",
+    "item_id_of",
     "map_quote",
     "update_payload",
 ]

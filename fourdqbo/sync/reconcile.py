@@ -1,0 +1,589 @@
+"""Reconcile: audit every 4D quote changed since a date against what QBO holds.
+
+DESIGN.md "Reconcile". Two halves, like the sync:
+
+- the pure core, `reconcile_findings`: from the quotes (as `planning.QuoteInput`), the
+  invoices, the customers, the item ids and the acceptances, one `Finding` per quote, the
+  invoices not from 4D, counts and totals. What differs comes from
+  `fourdqbo.sync.differences`, the same definition the planner uses.
+- the shell, `Reconciler`: reads in bulk (4D `quotes/list` plus the completed quotes'
+  bodies; QBO the items once, the invoices dated since the day, the rest of the quotes'
+  invoices by DocNumber, every customer in pages), never one QBO read per quote. It is
+  read-only and lock-free, and never moves the watermark, the retry queue or the CDC
+  cursor. `fix_quotes` says which quotes `--fix` may hand to the engine.
+
+Findings hold quote numbers, ids, amounts and field values the sync writes; never a
+patient's name.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any, Protocol
+
+from fourdqbo.config import Settings
+from fourdqbo.emr.records import (
+    STATUS_ACTIVE,
+    STATUS_COMPLETED,
+    STATUS_INACTIVE,
+    Quote,
+    QuoteSummary,
+    RecordError,
+    quote_number,
+    status_label,
+)
+from fourdqbo.errors import FourdqboError
+from fourdqbo.money import ZERO
+from fourdqbo.qbo import query as q
+from fourdqbo.qbo.records import Customer, Invoice
+from fourdqbo.state.items import Acceptance, Difference
+from fourdqbo.sync.differences import invoice_differences, money_text
+from fourdqbo.sync.engine import Progress, SilentProgress
+from fourdqbo.sync.mapping import (
+    QUOTE_VERSION_FIELD_NAME,
+    InvoiceDraft,
+    LineKind,
+    MappingError,
+    MappingRules,
+    map_quote,
+)
+from fourdqbo.sync.planning import QuoteInput, customer_key
+from fourdqbo.timefmt import iso_z, local_date
+
+
+class FindingKind(StrEnum):
+    OK = "ok"
+    MISSING = "missing"  # completed, no invoice (or only a voided one)
+    DIFFERS = "differs"  # unpaid invoice not equal to the draft
+    PAID_DIFFERS = "paid_differs"
+    ORPHAN = "orphan"  # not completed, unpaid invoice exists
+    PAID_ORPHAN = "paid_orphan"
+    DUPLICATE = "duplicate"  # several invoices carry its DocNumber
+    CUSTOMER_MISMATCH = "customer_mismatch"  # the invoice is not the patient's customer's
+    ACCEPTED = "accepted"  # differs, but a person accepted this Version
+    UNKNOWN_STATUS = "unknown_status"
+    FAILED = "failed"  # 4D could not give the quote, or it cannot become an invoice
+
+
+# Findings that need nothing from anyone: exit 0 when every finding is one of these.
+SETTLED = frozenset({FindingKind.OK, FindingKind.ACCEPTED})
+# What `--fix` may write (as the sync would, 4D winning): never paid or accepted invoices,
+# never a duplicate (which one is right is a person's call).
+FIXABLE = frozenset(
+    {
+        FindingKind.MISSING,
+        FindingKind.DIFFERS,
+        FindingKind.ORPHAN,
+        FindingKind.CUSTOMER_MISMATCH,
+    }
+)
+_DELETED_SUFFIX = re.compile(r"\s+\((?:deleted|Deleted)\)$")
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+@dataclass(frozen=True)
+class Finding:
+    quote: str
+    version: int
+    status: str
+    finding: FindingKind
+    invoice_id: str | None = None  # several, comma-separated, for a duplicate
+    quote_total: Decimal | None = None  # the draft's total (completed quotes)
+    invoice_total: Decimal | None = None  # TotalAmt (summed over a duplicate's invoices)
+    differences: tuple[Difference, ...] = ()
+    reason: str = ""
+    paid: bool = False  # a payment is applied to the invoice
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "quote": self.quote,
+            "version": self.version,
+            "status": self.status,
+            "finding": self.finding.value,
+            "invoice_id": self.invoice_id,
+            "quote_total": _money(self.quote_total),
+            "invoice_total": _money(self.invoice_total),
+            "differences": [
+                {"field": d.field, "qbo": d.qbo, "quote": d.quote} for d in self.differences
+            ],
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class ForeignInvoice:
+    """An invoice dated in the period whose DocNumber is no quote 4D knows."""
+
+    invoice_id: str
+    doc_number: str | None
+    txn_date: date | None
+    customer_id: str | None
+    total: Decimal
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "invoice_id": self.invoice_id,
+            "doc_number": self.doc_number,
+            "txn_date": None if self.txn_date is None else self.txn_date.isoformat(),
+            "customer_id": self.customer_id,
+            "total": money_text(self.total),
+        }
+
+
+@dataclass(frozen=True)
+class ReconcileResult:
+    since: datetime
+    findings: tuple[Finding, ...]
+    not_from_4d: tuple[ForeignInvoice, ...]
+    quotes_total: Decimal  # sum of the completed quotes' totals
+    invoices_total: Decimal  # sum of their invoices' TotalAmt
+    requests: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def difference(self) -> Decimal:
+        return self.quotes_total - self.invoices_total
+
+    def counts(self) -> dict[str, int]:
+        """Findings per kind, every kind named (0 where none)."""
+        counts = {kind.value: 0 for kind in FindingKind}
+        for finding in self.findings:
+            counts[finding.finding.value] += 1
+        return counts
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if all(f.finding in SETTLED for f in self.findings) else 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "since": iso_z(self.since),
+            "findings": [f.as_dict() for f in self.findings],
+            "not_from_4d": [i.as_dict() for i in self.not_from_4d],
+            "counts": self.counts(),
+            "totals": {
+                "quotes": money_text(self.quotes_total),
+                "invoices": money_text(self.invoices_total),
+                "difference": money_text(self.difference),
+            },
+            "requests": {
+                "fourd": self.requests.get("fourd", 0),
+                "qbo": self.requests.get("qbo", 0),
+            },
+        }
+
+
+# --- the pure core --------------------------------------------------------------------------
+
+
+def reconcile_findings(
+    quotes: Sequence[QuoteInput],
+    invoices: Sequence[Invoice],
+    customers: Sequence[Customer],
+    item_ids: Mapping[LineKind, str],
+    accepted: Mapping[str, Acceptance],
+    template: str,
+    since: datetime,
+    *,
+    timezone: str = "America/New_York",
+    known_elsewhere: Iterable[str] = (),
+) -> ReconcileResult:
+    """One finding per quote number (its highest Version when given twice), in order.
+
+    `invoices` are every invoice QBO has under the quotes' DocNumbers plus those dated on or
+    after `since` (in `timezone`); an invoice of the period whose DocNumber is neither a
+    quote given nor in `known_elsewhere` (quotes 4D knows outside the period) is
+    `not_from_4d`. `template` is CUSTOMER_NAME_TEMPLATE, to find the patient's customers.
+    Raises LookupError when `item_ids` lacks a kind a draft uses.
+    """
+    by_doc = _invoices_by_doc(invoices)
+    patients = _PatientCustomers(customers, template)
+    findings: list[Finding] = []
+    quotes_total = invoices_total = ZERO
+    for quote in _latest(quotes):
+        finding = _finding(
+            quote, by_doc.get(quote.number.strip(), []), patients, item_ids, accepted
+        )
+        findings.append(finding)
+        if quote.status_id == STATUS_COMPLETED and quote.draft is not None:
+            quotes_total += quote.draft.total
+            invoices_total += finding.invoice_total or ZERO
+    numbers = {quote.number.strip() for quote in quotes} | {n.strip() for n in known_elsewhere}
+    day = local_date(since, timezone)
+    foreign = tuple(
+        ForeignInvoice(i.id, i.doc_number, i.txn_date, i.customer_id, i.total)
+        for i in _unique_invoices(invoices)
+        if i.txn_date is not None
+        and i.txn_date >= day
+        and (i.doc_number or "").strip() not in numbers
+    )
+    return ReconcileResult(
+        since=since,
+        findings=tuple(findings),
+        not_from_4d=foreign,
+        quotes_total=quotes_total,
+        invoices_total=invoices_total,
+    )
+
+
+def fix_quotes(result: ReconcileResult) -> tuple[str, ...]:
+    """The quotes `--fix` hands to the sync: unpaid, not accepted, one invoice at most."""
+    return tuple(f.quote for f in result.findings if f.finding in FIXABLE and not f.paid)
+
+
+def is_voided(invoice: Invoice) -> bool:
+    """What QBO's void leaves: zero amounts and a PrivateNote starting "Voided"."""
+    note = str(invoice.raw.get("PrivateNote") or "")
+    return note.startswith("Voided") and invoice.total == 0 and invoice.balance == 0
+
+
+def patient_customer_ids(
+    customers: Sequence[Customer], template: str, patient_id: str, display_name: str
+) -> tuple[str, ...]:
+    """The ids of the customers that are this patient (DESIGN.md "Customers are patients").
+
+    The exact DisplayName, or a name that, with a trailing " (deleted)" dropped, fits
+    `template` with `{patient_id}` filled in and every other placeholder free. A stand-in
+    until the canonical matcher of `sync/customers.py` replaces `_PatientCustomers`.
+    """
+    return _PatientCustomers(customers, template).ids(patient_id, display_name)
+
+
+def _finding(
+    quote: QuoteInput,
+    found: Sequence[Invoice],
+    patients: _PatientCustomers,
+    item_ids: Mapping[LineKind, str],
+    accepted: Mapping[str, Acceptance],
+) -> Finding:
+    status = status_label(quote.status_id)
+    draft = quote.draft
+    base = {
+        "quote": quote.number,
+        "version": quote.version,
+        "status": status,
+        "quote_total": draft.total if draft is not None else None,
+    }
+    acceptance = accepted.get(quote.number)
+    is_accepted = acceptance is not None and acceptance.version == quote.version
+
+    def finding(kind: FindingKind, reason: str, **extra: Any) -> Finding:
+        if is_accepted and kind not in (FindingKind.OK, FindingKind.UNKNOWN_STATUS):
+            reason = f"accepted in QBO as it is ({kind.value}: {reason})"
+            kind = FindingKind.ACCEPTED
+        return Finding(finding=kind, reason=reason, **base, **extra)  # type: ignore[arg-type]
+
+    live = [i for i in found if not is_voided(i)]
+    invoice = live[0] if len(live) == 1 else None
+    on_invoice: dict[str, Any] = {}
+    if invoice is not None:
+        on_invoice = {
+            "invoice_id": invoice.id,
+            "invoice_total": invoice.total,
+            "paid": invoice.paid,
+        }
+    if quote.error:
+        return Finding(finding=FindingKind.FAILED, reason=quote.error, **base, **on_invoice)
+    if quote.status_id not in (STATUS_COMPLETED, STATUS_ACTIVE, STATUS_INACTIVE):
+        return finding(FindingKind.UNKNOWN_STATUS, f"status {status}", **on_invoice)
+    if len(live) > 1:
+        return finding(
+            FindingKind.DUPLICATE,
+            f"{len(live)} QBO invoices carry DocNumber {quote.number}",
+            invoice_id=", ".join(i.id for i in live),
+            invoice_total=sum((i.total for i in live), ZERO),
+            paid=any(i.paid for i in live),
+        )
+    if quote.status_id != STATUS_COMPLETED:
+        if invoice is None:
+            return finding(FindingKind.OK, "not completed, no invoice")
+        if invoice.paid:
+            return finding(
+                FindingKind.PAID_ORPHAN, "not completed, invoice has a payment", **on_invoice
+            )
+        return finding(FindingKind.ORPHAN, "not completed, invoice still there", **on_invoice)
+    if draft is None:
+        return Finding(finding=FindingKind.FAILED, reason="completed quote without a draft", **base)
+    if invoice is None:
+        if found:  # only voided ones: name the last, so a person can find it
+            return finding(FindingKind.MISSING, "invoice voided in QBO", invoice_id=found[-1].id)
+        return finding(FindingKind.MISSING, "no invoice in QBO")
+    customer_ids = patients.ids(draft.patient_id, draft.customer_name)
+    if invoice.customer_id in customer_ids:
+        customer_id: str | None = invoice.customer_id
+    else:
+        customer_id = customer_ids[0] if customer_ids else None
+    version_field = next(
+        (f.definition_id for f in draft.custom_fields if f.name == QUOTE_VERSION_FIELD_NAME),
+        None,
+    )
+    differences = invoice_differences(
+        draft, customer_id, item_ids, invoice, quote_version_field=version_field
+    )
+    on_invoice["differences"] = differences
+    if invoice.customer_id not in customer_ids:
+        return finding(
+            FindingKind.CUSTOMER_MISMATCH,
+            "the invoice belongs to another customer than the patient's",
+            **on_invoice,
+        )
+    if not differences:
+        return finding(FindingKind.OK, "invoice equals the quote", **on_invoice)
+    if invoice.paid:
+        return finding(FindingKind.PAID_DIFFERS, "differs, and a payment is applied", **on_invoice)
+    return finding(FindingKind.DIFFERS, "differs from the quote", **on_invoice)
+
+
+class _PatientCustomers:
+    """Which customers are a patient: by exact DisplayName, or by the template with the
+    patient id filled in (inactive and "(deleted)"-renamed customers included)."""
+
+    def __init__(self, customers: Sequence[Customer], template: str) -> None:
+        self.by_name: dict[str, list[Customer]] = {}
+        self.by_bare_name: list[tuple[str, Customer]] = []
+        for customer in customers:
+            self.by_name.setdefault(customer_key(customer.display_name), []).append(customer)
+            bare = _DELETED_SUFFIX.sub("", customer.display_name.strip())
+            self.by_bare_name.append((bare.casefold(), customer))
+        self.template = template
+        # Index by every patient id the template could have been filled with: the id's
+        # neighbours in the template are literals, so a lazy and a greedy reading of the
+        # name find it (patient ids hold no template literal in practice).
+        self.by_patient: dict[str, list[tuple[str, Customer]]] = {}
+        for reading in (
+            _template_pattern(template, "(?P<pid>.+?)"),
+            _template_pattern(template, "(?P<pid>.+)"),
+        ):
+            for bare, customer in self.by_bare_name:
+                match = reading.fullmatch(bare)
+                if match is not None:
+                    entries = self.by_patient.setdefault(match["pid"], [])
+                    if all(c.id != customer.id for _, c in entries):
+                        entries.append((bare, customer))
+
+    def ids(self, patient_id: str, display_name: str) -> tuple[str, ...]:
+        exact = self.by_name.get(customer_key(display_name), [])
+        pattern = _template_pattern(self.template, re.escape(patient_id.casefold()))
+        by_id = [
+            c
+            for bare, c in self.by_patient.get(patient_id.casefold(), [])
+            if pattern.fullmatch(bare)
+        ]
+        return tuple(dict.fromkeys(c.id for c in [*exact, *by_id]))
+
+
+def _template_pattern(template: str, patient_id: str) -> re.Pattern[str]:
+    parts: list[str] = []
+    position = 0
+    template = template.strip()  # as customer_display_name strips the names it makes
+    for match in _PLACEHOLDER.finditer(template):
+        parts.append(re.escape(template[position : match.start()].casefold()))
+        parts.append(patient_id if match[1] == "patient_id" else ".*")
+        position = match.end()
+    parts.append(re.escape(template[position:].casefold()))
+    return re.compile("".join(parts), re.DOTALL)
+
+
+def _latest(quotes: Iterable[QuoteInput]) -> list[QuoteInput]:
+    chosen: dict[str, QuoteInput] = {}
+    for quote in quotes:
+        key = quote.number.strip()
+        if key not in chosen or quote.version >= chosen[key].version:
+            chosen[key] = quote
+    return list(chosen.values())
+
+
+def _unique_invoices(invoices: Iterable[Invoice]) -> list[Invoice]:
+    return list({invoice.id: invoice for invoice in invoices}.values())
+
+
+def _invoices_by_doc(invoices: Iterable[Invoice]) -> dict[str, list[Invoice]]:
+    by_doc: dict[str, list[Invoice]] = {}
+    for invoice in _unique_invoices(invoices):
+        if invoice.doc_number is not None:
+            by_doc.setdefault(invoice.doc_number.strip(), []).append(invoice)
+    return by_doc
+
+
+def _money(value: Decimal | None) -> str | None:
+    return None if value is None else money_text(value)
+
+
+# --- the shell ------------------------------------------------------------------------------
+
+
+class FourDReads(Protocol):
+    """What reconcile reads from 4D (`fourdqbo.emr.client.FourDClient`)."""
+
+    @property
+    def request_count(self) -> int: ...
+
+    def list_quotes(self, since: datetime) -> list[QuoteSummary]: ...
+
+    def get_quotes(self, numbers: Iterable[str]) -> Mapping[str, Quote | FourdqboError]: ...
+
+
+class QBOReads(Protocol):
+    """What reconcile reads from QBO (`fourdqbo.qbo.client.QBOClient`)."""
+
+    @property
+    def request_count(self) -> int: ...
+
+    def query_all(
+        self, entity: str, where: Sequence[str] = (), order_by: str | None = None
+    ) -> list[dict[str, Any]]: ...
+
+    def find_invoices_by_doc_numbers(self, doc_numbers: Iterable[str]) -> list[Invoice]: ...
+
+
+@dataclass
+class Reconciler:
+    """One reconcile: reads 4D and QBO in bulk and hands them to `reconcile_findings`.
+
+    `item_ids` resolves the line kinds to QBO Item ids (one read; the engine's rule);
+    `accepted` holds the acceptances by quote number. Writes nothing, takes no lock.
+    """
+
+    settings: Settings
+    fourd: FourDReads
+    qbo: QBOReads
+    item_ids: Callable[[], Mapping[LineKind, str]]
+    accepted: Mapping[str, Acceptance] = field(default_factory=dict)
+    progress: Progress = field(default_factory=SilentProgress)
+
+    def run(self, since: datetime) -> ReconcileResult:
+        fourd_before, qbo_before = self.fourd.request_count, self.qbo.request_count
+        self.progress.phase("listing changed quotes")
+        summaries: dict[str, QuoteSummary] = {}
+        for summary in self.fourd.list_quotes(since):
+            summaries.setdefault(summary.number, summary)
+        # Only completed quotes need their body (to build the draft); a summary tells
+        # the status, Version and patient of the others.
+        completed = [n for n, s in summaries.items() if s.status_id == STATUS_COMPLETED]
+        self.progress.phase("fetching quotes", len(completed))
+        fetched = self.fourd.get_quotes(completed) if completed else {}
+        self.progress.advance(len(completed))
+        rules = MappingRules.from_settings(self.settings)
+        inputs = [_input(s, fetched.get(n), rules) for n, s in summaries.items()]
+
+        self.progress.phase("reading QBO")
+        item_ids = self.item_ids() if any(i.draft is not None for i in inputs) else {}
+        day = local_date(since, self.settings.sync_timezone)
+        dated = _invoices_dated_since(self.qbo, day)
+        have = {(i.doc_number or "").strip() for i in dated}
+        rest = [n for n in summaries if n.strip() not in have]
+        older = self.qbo.find_invoices_by_doc_numbers(rest) if rest else []
+        customers = (
+            [Customer.parse(row) for row in self.qbo.query_all("Customer", [_ANY_ACTIVE])]
+            if any(i.draft is not None for i in inputs)
+            else []
+        )
+        # An invoice dated on the first day may belong to a quote 4D last changed just
+        # before `since`: ask 4D about those few before calling them not from 4D.
+        first_day = _unique(
+            (i.doc_number or "").strip()
+            for i in dated
+            if i.txn_date == day and (i.doc_number or "").strip() not in summaries
+        )
+        first_day = [n for n in first_day if _is_quote_number(n)]
+        known = []
+        if first_day:
+            answers = self.fourd.get_quotes(first_day)
+            known = [n for n, answer in answers.items() if not isinstance(answer, FourdqboError)]
+        result = reconcile_findings(
+            inputs,
+            [*dated, *older],
+            customers,
+            item_ids,
+            self.accepted,
+            self.settings.customer_name_template,
+            since,
+            timezone=self.settings.sync_timezone,
+            known_elsewhere=known,
+        )
+        requests = {
+            "fourd": self.fourd.request_count - fourd_before,
+            "qbo": self.qbo.request_count - qbo_before,
+        }
+        return replace(result, requests=requests)
+
+
+def acceptances_of(state: Any) -> dict[str, Acceptance]:
+    """The acceptances the state store holds, by quote number ({} before stores have them)."""
+    read = getattr(state, "acceptances", None)
+    if read is None:
+        return {}
+    found = read()
+    if isinstance(found, Mapping):
+        return {str(k): v for k, v in found.items()}
+    return {a.quote: a for a in found}
+
+
+_ANY_ACTIVE = "Active IN (true, false)"
+
+
+def _invoices_dated_since(qbo: QBOReads, day: date) -> list[Invoice]:
+    """Every invoice with TxnDate on or after `day`, 1000 a page (until the client has
+    its own `invoices_dated_since`)."""
+    rows = qbo.query_all("Invoice", [q.compare("TxnDate", ">=", day.isoformat())])
+    return [Invoice.parse(row) for row in rows]
+
+
+def _input(
+    summary: QuoteSummary, fetched: Quote | FourdqboError | None, rules: MappingRules
+) -> QuoteInput:
+    if isinstance(fetched, FourdqboError):
+        return QuoteInput(
+            summary.number,
+            summary.version,
+            summary.status_id,
+            summary.patient_id,
+            None,
+            error=str(fetched),
+        )
+    if fetched is None:
+        return QuoteInput(
+            summary.number, summary.version, summary.status_id, summary.patient_id, None
+        )
+    draft: InvoiceDraft | None = None
+    error = None
+    if fetched.status_id == STATUS_COMPLETED:
+        try:
+            draft = map_quote(fetched, rules)
+        except MappingError as exc:
+            error = str(exc)
+    return QuoteInput(
+        fetched.number, fetched.version, fetched.status_id, fetched.patient_id, draft, error=error
+    )
+
+
+def _is_quote_number(text: str) -> bool:
+    try:
+        quote_number(text)
+    except RecordError:
+        return False
+    return True
+
+
+def _unique(values: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(v for v in values if v))
+
+
+__all__ = [
+    "FIXABLE",
+    "SETTLED",
+    "Finding",
+    "FindingKind",
+    "ForeignInvoice",
+    "ReconcileResult",
+    "Reconciler",
+    "acceptances_of",
+    "fix_quotes",
+    "is_voided",
+    "patient_customer_ids",
+    "reconcile_findings",
+]
