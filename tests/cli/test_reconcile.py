@@ -79,7 +79,7 @@ def _line(invoice: dict[str, Any], amount: str) -> list[dict[str, Any]]:
     return lines
 
 
-def seed_every_finding(sandbox: Sandbox, cli: Invoke, monkeypatch: pytest.MonkeyPatch) -> Seeded:
+def seed_every_finding(sandbox: Sandbox, cli: Invoke, store: StateStore) -> Seeded:
     run = cli("sync", "run", "--json")
     assert run.exit_code == 1, run.output  # the seed's partly paid invoice
     company, practice, facts = sandbox.company, sandbox.practice, sandbox.facts
@@ -145,13 +145,7 @@ def seed_every_finding(sandbox: Sandbox, cli: Invoke, monkeypatch: pytest.Monkey
                    "SalesItemLineDetail": {"ItemRef": {"value": "2"}}}]},
     )  # fmt: skip
     version = practice.quote(accepted).version
-    # The store's acceptances() arrives with another branch; reconcile asks for it by name.
-    monkeypatch.setattr(
-        StateStore,
-        "acceptances",
-        lambda self: [Acceptance(accepted, version, utcnow())],
-        raising=False,
-    )
+    store.record_acceptance(Acceptance(accepted, version, utcnow()))
     return Seeded(expected, foreign["Id"], accepted)
 
 
@@ -166,9 +160,9 @@ def findings(document: dict[str, Any]) -> dict[str, str]:
 
 
 def test_a_company_with_every_finding_reports_each_exactly(
-    cli: Invoke, sandbox: Sandbox, store: StateStore, monkeypatch: pytest.MonkeyPatch
+    cli: Invoke, sandbox: Sandbox, store: StateStore
 ) -> None:
-    seeded = seed_every_finding(sandbox, cli, monkeypatch)
+    seeded = seed_every_finding(sandbox, cli, store)
     watermark, runs = store.watermark(), store.runs(10)
     queue, conflicts = store.retry_queue(), store.conflicts()
     sandbox.clear_requests()
@@ -196,10 +190,8 @@ def test_a_company_with_every_finding_reports_each_exactly(
     assert store.lock_holder() is None
 
 
-def test_totals_add_up_to_the_cent(
-    cli: Invoke, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    seed_every_finding(sandbox, cli, monkeypatch)
+def test_totals_add_up_to_the_cent(cli: Invoke, sandbox: Sandbox, store: StateStore) -> None:
+    seed_every_finding(sandbox, cli, store)
     _, document = audit(cli)
     completed = [f for f in document["findings"] if f["status"] == "completed"]
     quotes = sum((Decimal(f["quote_total"]) for f in completed), Decimal(0))
@@ -242,9 +234,9 @@ def test_csv_holds_one_row_per_finding(cli: Invoke, tmp_path: Path) -> None:
 
 
 def test_human_output_is_a_table_and_the_totals(
-    cli: Invoke, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+    cli: Invoke, sandbox: Sandbox, store: StateStore
 ) -> None:
-    seed_every_finding(sandbox, cli, monkeypatch)
+    seed_every_finding(sandbox, cli, store)
     result = cli("reconcile")
     assert result.exit_code == 1
     assert "finding" in result.stdout and "paid_differs" in result.stdout
@@ -253,9 +245,9 @@ def test_human_output_is_a_table_and_the_totals(
 
 
 def test_fix_repairs_what_it_may_and_leaves_what_needs_a_person(
-    cli: Invoke, sandbox: Sandbox, store: StateStore, monkeypatch: pytest.MonkeyPatch
+    cli: Invoke, sandbox: Sandbox, store: StateStore
 ) -> None:
-    seeded = seed_every_finding(sandbox, cli, monkeypatch)
+    seeded = seed_every_finding(sandbox, cli, store)
     watermark = store.watermark()
     by_finding: dict[str, list[str]] = {}
     for quote, finding in seeded.expected.items():
