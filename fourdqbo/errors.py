@@ -71,8 +71,15 @@ class OutcomeUnknown(UpstreamError):
     """
 
 
+class CdcCannotAdvance(UpstreamError):
+    """A full QBO change-data-capture answer cannot be paged past (its 1,000 changes share
+    one time): asking again from that time would answer the same page."""
+
+
 class QBOFault(UpstreamError):
-    """QBO answered with a Fault (HTTP 400 or a per-item batch fault)."""
+    """QBO answered with a Fault: JSON or XML, any status, or a per-item batch fault.
+
+    `detail` is scrubbed (QBO's 401 detail quotes the start of the token)."""
 
     def __init__(
         self,

@@ -1,15 +1,20 @@
 """The one HTTP policy both API clients share: timeouts, retries, pacing, counting.
 
 - Retries are declared once (`RetryPolicy`): capped exponential backoff with full jitter
-  on 429, 5xx and network errors, honouring `Retry-After`.
+  on throttling, 5xx and network errors, honouring `Retry-After`. Throttling (a 429, or
+  whatever else the policy's `throttle_marker` recognises, such as QBO's legacy 403
+  ThrottleExceeded) is retried until the waits add up to one `throttle_window`, not just
+  `max_attempts` times: the early retries stay quick, and a throttle that lasts is waited
+  out the way the server asks (Intuit: a minute).
 - Reads (idempotent requests) are retried. Writes are retried only when the request
-  provably was not applied: a 429 (rejected by the throttle before processing) or a
+  provably was not applied: a throttled answer (rejected before processing) or a
   connection that never opened. Any other failure of a write (timeout, dropped
   connection, 5xx) raises `OutcomeUnknown`: the caller must look the document up before
   writing again. That is the hook the sync engine uses against duplicates.
 - `RateLimiter` paces requests to stay under a per-window limit rather than bounce off it;
   a semaphore bounds the requests in flight.
-- `RequestCounter` counts requests per service for the run report and the benchmarks.
+- `RequestCounter` counts requests per service, and reads and writes apart (QBO meters
+  reads), for the run report, the metrics and the benchmarks.
 """
 
 from __future__ import annotations
@@ -39,13 +44,23 @@ DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Which failures are retried, how often and how long to wait between attempts."""
+    """Which failures are retried, how often and how long to wait between attempts.
+
+    - Network errors and `retry_statuses` answers: up to `max_attempts` attempts.
+    - Throttled answers (429, or any answer `throttle_marker` recognises): at least
+      `max_attempts` attempts, and more until the waits between them add up to
+      `throttle_window` seconds (0: no more than `max_attempts`). Without `Retry-After`
+      the last wait is cut to what is left of the window.
+    """
 
     max_attempts: int = 5
     base_delay: float = 0.5
     max_delay: float = 20.0
     max_retry_after: float = 120.0
     retry_statuses: frozenset[int] = TRANSIENT_STATUSES
+    throttle_window: float = 0.0
+    # Answers other than a 429 that mean "throttled" (must not raise; it reads the body).
+    throttle_marker: Callable[[httpx.Response], bool] | None = None
 
     def backoff(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to wait after failed attempt number `attempt` (1-based)."""
@@ -54,6 +69,39 @@ class RetryPolicy:
         # The exponent is bounded: 2.0 ** 1100 would overflow long after max_delay caps it.
         cap = min(self.max_delay, self.base_delay * (2.0 ** min(max(attempt - 1, 0), 64)))
         return random.uniform(cap / 2, cap)
+
+    def throttled(self, response: httpx.Response) -> bool:
+        """The server refused the request before processing it because of a rate limit."""
+        if response.status_code == 429:
+            return True
+        if self.throttle_marker is None:
+            return False
+        try:
+            return bool(self.throttle_marker(response))
+        except Exception:  # a marker that cannot read the body did not find a throttle
+            log.debug("throttle marker failed on HTTP %d", response.status_code, exc_info=True)
+            return False
+
+    def pause(
+        self,
+        attempt: int,
+        retry_after: float | None,
+        *,
+        throttled: bool = False,
+        throttle_waited: float = 0.0,
+    ) -> float | None:
+        """Seconds to wait before attempt `attempt + 1`, or None to give up.
+
+        `throttle_waited` is what this request has already waited after throttled answers.
+        """
+        if attempt < self.max_attempts:
+            return self.backoff(attempt, retry_after)
+        left = self.throttle_window - throttle_waited
+        if not throttled or left <= 0:
+            return None
+        pause = self.backoff(attempt, retry_after)
+        honoured = retry_after is not None and not math.isnan(retry_after)
+        return pause if honoured else min(pause, left)
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -166,19 +214,36 @@ class RateLimiter:
         return self.window + self.guard  # unreachable: units <= limit
 
 
+READ = "read"
+WRITE = "write"
+
+
 @dataclass
 class RequestCounter:
-    """Requests sent per service, and how many answers were 429 or retried."""
+    """Requests sent per service (reads and writes apart), and how many answers were
+    throttled or retried."""
 
     sent: Counter[str] = field(default_factory=Counter)
     throttled: Counter[str] = field(default_factory=Counter)
     retried: Counter[str] = field(default_factory=Counter)
+    kinds: Counter[tuple[str, str]] = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def count(self, service: str, *, status: int | None) -> None:
+    def count(
+        self,
+        service: str,
+        *,
+        status: int | None,
+        kind: str = READ,
+        throttled: bool | None = None,
+    ) -> None:
+        """One attempt sent. `throttled` defaults to "the answer was a 429"."""
+        if throttled is None:
+            throttled = status == 429
         with self._lock:
             self.sent[service] += 1
-            if status == 429:
+            self.kinds[service, kind] += 1
+            if throttled:
                 self.throttled[service] += 1
 
     def retry(self, service: str) -> None:
@@ -186,8 +251,14 @@ class RequestCounter:
             self.retried[service] += 1
 
     def snapshot(self) -> dict[str, int]:
+        """Attempts sent per service, reads and writes together."""
         with self._lock:
             return dict(self.sent)
+
+    def by_kind(self, service: str) -> dict[str, int]:
+        """Attempts sent to `service` as `{"read": n, "write": m}` (retries included)."""
+        with self._lock:
+            return {READ: self.kinds[service, READ], WRITE: self.kinds[service, WRITE]}
 
 
 Pacing = Sequence[tuple[RateLimiter, int]]
@@ -244,7 +315,9 @@ class HttpTransport:
         Raises UpstreamError when retries are exhausted or the host is unreachable, and
         OutcomeUnknown when a non-idempotent request may have been applied.
         """
+        kind = READ if idempotent else WRITE
         attempt = 0
+        throttle_waited = 0.0
         while True:
             attempt += 1
             for limiter, units in pacing:
@@ -258,11 +331,11 @@ class HttpTransport:
                     )
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 # The request never reached the server: safe to try again, write or not.
-                self.counter.count(self.service, status=None)
+                self.counter.count(self.service, status=None, kind=kind)
                 self._give_up_or_wait(attempt, None, f"cannot connect ({type(exc).__name__})")
                 continue
             except httpx.TransportError as exc:
-                self.counter.count(self.service, status=None)
+                self.counter.count(self.service, status=None, kind=kind)
                 reason = f"no answer ({type(exc).__name__})"
                 if not idempotent:
                     raise OutcomeUnknown(
@@ -271,12 +344,13 @@ class HttpTransport:
                     ) from None
                 self._give_up_or_wait(attempt, None, reason)
                 continue
-            self.counter.count(self.service, status=response.status_code)
-            tid = response.headers.get("intuit_tid")
             status = response.status_code
-            if status not in self.policy.retry_statuses:
+            throttled = self.policy.throttled(response)
+            self.counter.count(self.service, status=status, kind=kind, throttled=throttled)
+            tid = response.headers.get("intuit_tid")
+            if not throttled and status not in self.policy.retry_statuses:
                 return response
-            if status != 429 and not idempotent:
+            if not throttled and not idempotent:
                 raise OutcomeUnknown(
                     f"{self.service}: {method} {url}: HTTP {status}; outcome unknown",
                     service=self.service,
@@ -284,7 +358,18 @@ class HttpTransport:
                     intuit_tid=tid,
                 )
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            self._give_up_or_wait(attempt, retry_after, f"HTTP {status}", status, tid)
+            reason = f"HTTP {status}" + (" throttled" if throttled and status != 429 else "")
+            waited = self._give_up_or_wait(
+                attempt,
+                retry_after,
+                reason,
+                status,
+                tid,
+                throttled=throttled,
+                throttle_waited=throttle_waited,
+            )
+            if throttled:
+                throttle_waited += waited
 
     def _give_up_or_wait(
         self,
@@ -293,16 +378,23 @@ class HttpTransport:
         reason: str,
         status: int | None = None,
         tid: str | None = None,
-    ) -> None:
-        if attempt >= self.policy.max_attempts:
-            verb = "throttled" if status == 429 else "unreachable" if status is None else "failing"
+        *,
+        throttled: bool = False,
+        throttle_waited: float = 0.0,
+    ) -> float:
+        """Sleep as the policy says and return the seconds slept, or raise UpstreamError."""
+        pause = self.policy.pause(
+            attempt, retry_after, throttled=throttled, throttle_waited=throttle_waited
+        )
+        if pause is None:
+            verb = "throttled" if throttled else "unreachable" if status is None else "failing"
+            waited = f" ({throttle_waited:.1f}s of waits)" if throttled else ""
             raise UpstreamError(
-                f"{self.service} {verb}: {reason} after {attempt} attempts",
+                f"{self.service} {verb}: {reason} after {attempt} attempts{waited}",
                 service=self.service,
                 status=status,
                 intuit_tid=tid,
             )
-        pause = self.policy.backoff(attempt, retry_after)
         log.info(
             "%s: %s; retry %d in %.2fs%s",
             self.service,
@@ -313,6 +405,7 @@ class HttpTransport:
         )
         self.counter.retry(self.service)
         self._sleep(pause)
+        return pause
 
 
 class ApiClient:
@@ -343,3 +436,8 @@ class ApiClient:
     def request_count(self) -> int:
         """Requests sent to this client's service so far (retries included)."""
         return self._http.counter.snapshot().get(self._http.service, 0)
+
+    @property
+    def requests_by_kind(self) -> dict[str, int]:
+        """`request_count` split as `{"read": n, "write": m}`: QBO meters the reads."""
+        return self._http.counter.by_kind(self._http.service)

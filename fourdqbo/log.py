@@ -14,33 +14,99 @@ import os
 import re
 import sys
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 REDACTED = "[redacted]"
 _MIN_LENGTH = 3  # shorter strings would scrub ordinary words and numbers
+_MIN_FRAGMENT = 4  # a shorter prefix of a token would scrub ordinary words and numbers
+# A registered value this long without whitespace is a token or secret, not a name: its
+# prefixes are scrubbed too (QBO quotes "Token expired: AB01…" in its 401 answers).
+_SECRET_LENGTH = 16
 
 _lock = threading.Lock()
 _sensitive: set[str] = set()
+_secrets: tuple[str, ...] = ()  # casefolded, for the fragment check
 _pattern: re.Pattern[str] | None = None
+
+_TOKEN_CHARS = r"A-Za-z0-9\-_.~+/"
+# Text that quotes a credential whatever it is, registered or not.
+_CREDENTIAL_TEXT = re.compile(
+    r"(?P<lead>\bToken expired:\s*)[^\s\"'<>,;)]+"
+    rf"|(?P<bearer>\bBearer\s+)(?![A-Za-z]+=\")[{_TOKEN_CHARS}]+=*",
+    re.IGNORECASE,
+)
+# A token-like run cut short by an ellipsis or the end of a line: a candidate fragment.
+_FRAGMENT = re.compile(
+    rf"(?<![{_TOKEN_CHARS}])(?P<run>[{_TOKEN_CHARS}]{{{_MIN_FRAGMENT},}}?)(?=…|\.\.\.|\s*$)",
+    re.MULTILINE,
+)
 
 
 def register_sensitive(*values: str | None) -> None:
-    """Remember strings that must never appear in a log record."""
-    global _pattern
+    """Remember strings that must never appear in a log record.
+
+    Values shaped like a token or secret (`_SECRET_LENGTH` characters or more, no
+    whitespace) are also scrubbed where only their start is quoted (see `redact`).
+    """
     fresh = {v.strip() for v in values if v and len(v.strip()) >= _MIN_LENGTH}
+    _remember(fresh, {v for v in fresh if len(v) >= _SECRET_LENGTH and not _has_space(v)})
+
+
+def register_secret(*values: str | None) -> None:
+    """Remember tokens and secrets: scrubbed whole and where only their start is quoted."""
+    fresh = {v.strip() for v in values if v and len(v.strip()) >= _MIN_LENGTH}
+    _remember(fresh, fresh)
+
+
+def _has_space(value: str) -> bool:
+    return any(c.isspace() for c in value)
+
+
+def _remember(values: set[str], secrets: set[str]) -> None:
+    global _pattern, _secrets
     with _lock:
-        if fresh <= _sensitive:
+        known = set(_secrets)
+        if values <= _sensitive and {s.casefold() for s in secrets} <= known:
             return
-        _sensitive.update(fresh)
+        _sensitive.update(values)
+        _secrets = tuple(sorted(known | {s.casefold() for s in secrets}))
         ordered = sorted(_sensitive, key=len, reverse=True)
         _pattern = re.compile("|".join(re.escape(v) for v in ordered), re.IGNORECASE)
 
 
-def redact(text: str) -> str:
+def redact(text: str, *, secrets: Iterable[str] = ()) -> str:
+    """Scrub registered values, prefixes of registered secrets (4+ characters followed by an
+    ellipsis or the end of a line), and credentials quoted as `Bearer …` or
+    `Token expired: …` whether registered or not.
+
+    `secrets` are scrubbed the same way for this call only (a token the caller holds).
+    """
     pattern = _pattern
-    if pattern is None:
-        return text
-    return pattern.sub(REDACTED, text)
+    if pattern is not None:
+        text = pattern.sub(REDACTED, text)
+    extra = tuple(v.strip() for v in secrets if v and len(v.strip()) >= _MIN_FRAGMENT)
+    for value in extra:
+        text = re.sub(re.escape(value), REDACTED, text, flags=re.IGNORECASE)
+    text = _CREDENTIAL_TEXT.sub(_scrub_credential, text)
+    known = _secrets + tuple(v.casefold() for v in extra)
+    if known:
+        text = _FRAGMENT.sub(lambda match: _scrub_fragment(match, known), text)
+    return text
+
+
+def _scrub_credential(match: re.Match[str]) -> str:
+    return (match.group("lead") or match.group("bearer")) + REDACTED
+
+
+def _scrub_fragment(match: re.Match[str], secrets: tuple[str, ...]) -> str:
+    run = match.group("run")
+    # A full stop ending the sentence is not part of the fragment.
+    stem = run.rstrip(".")
+    folded = stem.casefold()
+    if len(stem) >= _MIN_FRAGMENT and any(secret.startswith(folded) for secret in secrets):
+        return REDACTED + run[len(stem) :]
+    return run
 
 
 class PrivacyFilter(logging.Filter):

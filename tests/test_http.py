@@ -689,3 +689,208 @@ def test_before_write_runs_after_pacing_and_can_stop_the_write() -> None:
         router.get("/read").mock(return_value=httpx.Response(200, json={}))
         transport.request("GET", "/read", idempotent=True)
     assert events == ["paced", "checked"]
+
+
+# --- throttling: waited out for one window; what else counts as a throttle -------------
+
+
+def throttle_transport(
+    sleeps: list[float],
+    *,
+    window: float,
+    max_attempts: int = 3,
+    marker: object = None,
+) -> HttpTransport:
+    return HttpTransport(
+        service="qbo",
+        base_url=BASE,
+        policy=RetryPolicy(
+            max_attempts=max_attempts,
+            base_delay=0.5,
+            max_delay=2.0,
+            throttle_window=window,
+            throttle_marker=marker,  # type: ignore[arg-type]
+        ),
+        sleep=sleeps.append,
+    )
+
+
+def test_lasting_429_without_retry_after_gives_up_only_after_the_window() -> None:
+    # Regression: a 429 that lasted gave up after max_attempts (about 6 s in production)
+    # where Intuit advises waiting a minute.
+    sleeps: list[float] = []
+    with respx.mock(base_url=BASE) as router:
+        route = router.get("/q").mock(return_value=httpx.Response(429))
+        client = throttle_transport(sleeps, window=10.0)
+        with pytest.raises(UpstreamError) as caught:
+            client.request("GET", "/q", idempotent=True)
+    assert sum(sleeps) == pytest.approx(10.0)
+    assert route.call_count == len(sleeps) + 1 > 3  # more than max_attempts
+    assert all(s <= 2.0 for s in sleeps)  # still the capped backoff, not one long wait
+    assert "throttled" in str(caught.value) and caught.value.status == 429
+    assert f"after {route.call_count} attempts" in str(caught.value)
+
+
+def test_early_throttle_retries_stay_quick() -> None:
+    sleeps: list[float] = []
+    with respx.mock(base_url=BASE) as router:
+        router.get("/q").mock(side_effect=[httpx.Response(429)] * 2 + [httpx.Response(200)])
+        client = throttle_transport(sleeps, window=60.0)
+        assert client.request("GET", "/q", idempotent=True).status_code == 200
+    assert len(sleeps) == 2
+    assert 0.25 <= sleeps[0] <= 0.5 and 0.5 <= sleeps[1] <= 1.0
+
+
+def test_throttle_that_ends_within_the_window_succeeds() -> None:
+    sleeps: list[float] = []
+    with respx.mock(base_url=BASE) as router:
+        route = router.get("/q").mock(side_effect=[httpx.Response(429)] * 7 + [httpx.Response(200)])
+        client = throttle_transport(sleeps, window=60.0)
+        assert client.request("GET", "/q", idempotent=True).status_code == 200
+    assert route.call_count == 8
+    assert client.counter.throttled["qbo"] == 7
+
+
+def test_lasting_429_with_retry_after_honours_it_until_the_window_is_spent() -> None:
+    sleeps: list[float] = []
+    with respx.mock(base_url=BASE) as router:
+        route = router.get("/q").mock(
+            return_value=httpx.Response(429, headers={"Retry-After": "4"})
+        )
+        with pytest.raises(UpstreamError, match="throttled"):
+            throttle_transport(sleeps, window=10.0).request("GET", "/q", idempotent=True)
+    # 4 + 4 (max_attempts reached at 3 attempts) + 4 (8 < 10): then 12 >= 10, give up.
+    assert sleeps == [4.0, 4.0, 4.0]
+    assert route.call_count == 4
+
+
+def test_the_window_does_not_stretch_other_failures() -> None:
+    sleeps: list[float] = []
+    with respx.mock(base_url=BASE) as router:
+        route = router.get("/q").mock(return_value=httpx.Response(503))
+        with pytest.raises(UpstreamError, match="failing"):
+            throttle_transport(sleeps, window=60.0).request("GET", "/q", idempotent=True)
+    assert route.call_count == 3
+
+
+def test_a_write_throttled_throughout_the_window_gives_up_without_outcome_unknown() -> None:
+    sleeps: list[float] = []
+    with respx.mock(base_url=BASE) as router:
+        route = router.post("/w").mock(return_value=httpx.Response(429))
+        with pytest.raises(UpstreamError) as caught:
+            throttle_transport(sleeps, window=5.0).request("POST", "/w", idempotent=False)
+    assert type(caught.value) is UpstreamError
+    assert sum(sleeps) == pytest.approx(5.0)
+    assert route.call_count > 3
+
+
+def marks_403_throttle(response: httpx.Response) -> bool:
+    return response.status_code == 403 and b"ThrottleExceeded" in response.content
+
+
+def test_marked_answer_is_a_throttle_retried_for_writes_too() -> None:
+    sleeps: list[float] = []
+    with respx.mock(base_url=BASE) as router:
+        route = router.post("/w").mock(
+            side_effect=[
+                httpx.Response(403, content=b"<Fault>ThrottleExceeded</Fault>"),
+                httpx.Response(200, json={"ok": True}),
+            ]
+        )
+        client = throttle_transport(sleeps, window=5.0, marker=marks_403_throttle)
+        assert client.request("POST", "/w", idempotent=False).json() == {"ok": True}
+    assert route.call_count == 2 and len(sleeps) == 1
+    assert client.counter.throttled["qbo"] == 1
+
+
+def test_unmarked_403_is_returned_not_retried() -> None:
+    sleeps: list[float] = []
+    with respx.mock(base_url=BASE) as router:
+        route = router.get("/q").mock(return_value=httpx.Response(403, content=b"forbidden"))
+        client = throttle_transport(sleeps, window=5.0, marker=marks_403_throttle)
+        assert client.request("GET", "/q", idempotent=True).status_code == 403
+    assert route.call_count == 1 and sleeps == []
+    assert client.counter.throttled["qbo"] == 0
+
+
+def test_lasting_marked_throttle_says_throttled_with_its_status() -> None:
+    sleeps: list[float] = []
+    with respx.mock(base_url=BASE) as router:
+        router.get("/q").mock(return_value=httpx.Response(403, content=b"ThrottleExceeded"))
+        client = throttle_transport(sleeps, window=3.0, marker=marks_403_throttle)
+        with pytest.raises(UpstreamError) as caught:
+            client.request("GET", "/q", idempotent=True)
+    assert "throttled" in str(caught.value) and caught.value.status == 403
+    assert sum(sleeps) == pytest.approx(3.0)
+
+
+def test_a_marker_that_raises_finds_no_throttle() -> None:
+    def broken(response: httpx.Response) -> bool:
+        raise RuntimeError("cannot read")
+
+    policy = RetryPolicy(throttle_marker=broken)
+    assert policy.throttled(httpx.Response(403)) is False
+    assert policy.throttled(httpx.Response(429)) is True  # a 429 needs no marker
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    max_attempts=st.integers(min_value=1, max_value=8),
+    base=st.floats(min_value=0.01, max_value=2.0),
+    ceiling=st.floats(min_value=0.05, max_value=20.0),
+    window=st.floats(min_value=0.0, max_value=90.0),
+)
+def test_throttle_waits_add_up_to_the_window_and_no_more(
+    max_attempts: int, base: float, ceiling: float, window: float
+) -> None:
+    policy = RetryPolicy(
+        max_attempts=max_attempts, base_delay=base, max_delay=ceiling, throttle_window=window
+    )
+    waited, attempt, before_limit = 0.0, 0, 0.0
+    while True:
+        attempt += 1
+        pause = policy.pause(attempt, None, throttled=True, throttle_waited=waited)
+        if pause is None:
+            break
+        assert pause > 0
+        waited += pause
+        if attempt < max_attempts:
+            before_limit = waited
+        assert attempt < 10_000
+    assert attempt >= max_attempts
+    assert waited >= window - 1e-9
+    # The waits past max_attempts were cut to what was left of the window.
+    assert waited <= max(window, before_limit) + 1e-9
+
+
+def test_pause_gives_up_on_other_failures_at_max_attempts() -> None:
+    policy = RetryPolicy(max_attempts=2, throttle_window=60.0)
+    assert policy.pause(1, None) is not None
+    assert policy.pause(2, None) is None
+    assert policy.pause(2, None, throttled=True) is not None
+
+
+# --- reads and writes counted apart -----------------------------------------------------
+
+
+def test_reads_and_writes_are_counted_apart_retries_included() -> None:
+    counter = RequestCounter()
+    with respx.mock(base_url=BASE) as router:
+        router.get("/q").mock(side_effect=[httpx.Response(503), httpx.Response(200)])
+        router.post("/w").mock(side_effect=[httpx.Response(429), httpx.Response(200)])
+        router.post("/batch-of-queries").mock(return_value=httpx.Response(200))
+        client = transport(counter=counter)
+        client.request("GET", "/q", idempotent=True)
+        client.request("POST", "/w", idempotent=False)
+        client.request("POST", "/batch-of-queries", idempotent=True)
+    assert counter.by_kind("qbo") == {"read": 3, "write": 2}
+    assert counter.snapshot() == {"qbo": 5}  # unchanged meaning: every attempt
+    assert counter.by_kind("fourd") == {"read": 0, "write": 0}
+
+
+def test_counter_counts_a_connection_failure_of_a_write_as_a_write() -> None:
+    counter = RequestCounter()
+    with respx.mock(base_url=BASE) as router:
+        router.post("/w").mock(side_effect=[httpx.ConnectError("refused"), httpx.Response(200)])
+        transport(counter=counter).request("POST", "/w", idempotent=False)
+    assert counter.by_kind("qbo") == {"read": 0, "write": 2}

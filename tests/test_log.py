@@ -15,6 +15,7 @@ from fourdqbo.log import (
     PrivacyFilter,
     RunContext,
     redact,
+    register_secret,
     register_sensitive,
     setup_logging,
 )
@@ -262,3 +263,76 @@ def test_log_files_are_owner_only(fresh_logging: logging.Logger, tmp_path: Path)
     assert stat.S_IMODE(log_file.stat().st_mode) == 0o600
     assert stat.S_IMODE((tmp_path / "logs").stat().st_mode) == 0o700
     assert "quote 10023 synced" in log_file.read_text()
+
+
+# --- token fragments: QBO's 401 quotes the start of the token ---------------------------
+
+TOKEN = "AB01x9KpQr7sTuVwXyZ0123456789abcdefLMNOP"
+
+
+def test_token_expired_text_is_scrubbed_even_unregistered() -> None:
+    text = "fault 3200: Token expired: ZZ99qwertyuiop… (intuit_tid=abc)"
+    assert redact(text) == f"fault 3200: Token expired: {REDACTED} (intuit_tid=abc)"
+
+
+def test_bearer_token_is_scrubbed_but_not_the_www_authenticate_realm() -> None:
+    assert redact("Authorization: Bearer eyJhbGci.eyJzdWIi.sig-_x") == (
+        f"Authorization: Bearer {REDACTED}"
+    )
+    header = 'Bearer realm="Intuit", error="invalid_token"'
+    assert redact(header) == header
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("detail AB01x9… more", f"detail {REDACTED}… more"),
+        ("detail AB01x9Kp... more", f"detail {REDACTED}... more"),
+        ("ends with ab01x9kpqr", f"ends with {REDACTED}"),
+        ("ends with AB01.", f"ends with {REDACTED}."),
+        ("line AB01x9\nnext line", f"line {REDACTED}\nnext line"),
+    ],
+)
+def test_prefix_of_a_registered_token_is_scrubbed(text: str, expected: str) -> None:
+    register_sensitive(TOKEN)
+    assert redact(text) == expected
+
+
+def test_fragments_need_four_characters_and_a_cut() -> None:
+    register_sensitive(TOKEN)
+    # Three characters, or a prefix that runs on into other text, is ordinary text.
+    assert redact("ends with AB0") == "ends with AB0"
+    assert redact("AB01 is a room number on floor 2") == "AB01 is a room number on floor 2"
+    assert redact("xAB01x9…") == "xAB01x9…"  # not the start of a word
+
+
+def test_prefixes_of_names_are_not_scrubbed() -> None:
+    # A name is registered whole; only token-shaped values (long, no spaces) lose prefixes.
+    register_sensitive("Mirabel Okonkwo-Hayes", "Quentin")
+    assert redact("see Mira") == "see Mira"
+    assert redact("Quen…") == "Quen…"
+
+
+def test_register_secret_scrubs_prefixes_of_short_secrets_too() -> None:
+    register_secret("s3cr3tKey")
+    assert redact("key s3cr…") == f"key {REDACTED}…"
+    assert redact("key S3CR3TKEY here") == f"key {REDACTED} here"
+
+
+def test_secrets_for_one_call_are_scrubbed_without_registering() -> None:
+    held = "QQ77unregisteredAccessTokenValue42"
+    assert redact("Token was QQ77unr…", secrets=[held]) == f"Token was {REDACTED}…"
+    assert redact(f"whole {held} here", secrets=[held]) == f"whole {REDACTED} here"
+    assert redact("Token was QQ77unr…") == "Token was QQ77unr…"  # not remembered
+
+
+def test_token_fragment_never_reaches_the_log_file(
+    fresh_logging: logging.Logger, tmp_path: Path
+) -> None:
+    register_sensitive(TOKEN)
+    setup_logging(tmp_path / "logs", console=False)
+    logging.getLogger("fourdqbo.qbo").warning("qbo said %s", f"Token expired: {TOKEN[:6]}…")
+    logging.getLogger("fourdqbo.qbo").warning("cut %s", TOKEN[:9])
+    text = log_text(tmp_path / "logs")
+    assert TOKEN[:4] not in text
+    assert text.count(REDACTED) == 2

@@ -7,11 +7,18 @@ responsible for everything QBO-specific on top of it:
   token source and JSON headers; each answer's `intuit_tid` is logged (and named in errors);
 - pacing below QBO's throttle: one token bucket for requests (a batch of N items costs
   N), one for batch POSTs, both charged again on every retry;
-- a 401 is answered by exactly one forced token refresh and one retry;
-- QBO `Fault` answers become `QBOFault`, unusable JSON becomes `MalformedPayload`;
+- throttling (a 429, or a 403 whose fault is ThrottleExceeded, XML or JSON) is retried
+  by the transport's policy for up to one throttle window (`QBO_RATE_WINDOW_SECONDS`);
+- a 401 (or a 3200 fault) is answered by exactly one forced token refresh and one retry;
+- QBO faults, JSON or XML (`fourdqbo.qbo.faults`), become `QBOFault` with a scrubbed
+  detail; unusable JSON becomes `MalformedPayload`;
 - writes carry a `requestid` and are sent as non-idempotent, so a write whose answer is
   lost raises `OutcomeUnknown` instead of being repeated: the caller looks the document
-  up (by DocNumber) before writing again.
+  up (by DocNumber) before writing again. Every write answer's `intuit_tid` reaches the
+  caller (`WriteAnswer.intuit_tid`, `BatchResult.intuit_tid`);
+- reads (queries, query-only batches, CDC) and writes are counted apart
+  (`requests_by_kind`): Intuit meters the reads. Nothing is read back that a write's
+  answer already returned.
 
 The client never prints; it returns typed records (`fourdqbo.qbo.records`) or raw dicts.
 """
@@ -22,9 +29,9 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Protocol
+from dataclasses import dataclass, replace
+from datetime import date, datetime
+from typing import Any, NamedTuple, Protocol
 from urllib.parse import quote
 
 import httpx
@@ -40,7 +47,10 @@ from fourdqbo.http import (
     RequestCounter,
     RetryPolicy,
 )
+from fourdqbo.qbo import faults
 from fourdqbo.qbo import query as q
+from fourdqbo.qbo.cdc import CdcChanges, collect
+from fourdqbo.qbo.faults import fault_from, with_tid
 from fourdqbo.qbo.records import Customer, Invoice, Item
 
 log = logging.getLogger(__name__)
@@ -49,8 +59,21 @@ SERVICE = "qbo"
 MAX_BATCH_ITEMS = 30  # QBO's limit per batch POST
 REQUEST_BURST = 30  # one full batch may go out at once; the rest is paced
 OUTCOME_UNKNOWN_CODE = "outcome-unknown"  # QBOFault.code of a batch item QBO did not answer
-AUTH_FAULT_CODE = "3200"
+AUTH_FAULT_CODE = faults.AUTH_CODE
 RELOGIN_HINT = "QBO refused the token: run `fourdqbo auth login`"
+
+__all__ = [
+    "MAX_BATCH_ITEMS",
+    "OUTCOME_UNKNOWN_CODE",
+    "BatchItem",
+    "BatchResult",
+    "CdcChanges",
+    "QBOClient",
+    "TokenSource",
+    "WriteAnswer",
+    "batch_chunks",
+    "fault_from",
+]
 
 
 class TokenSource(Protocol):
@@ -89,12 +112,16 @@ class BatchItem:
 
 @dataclass(frozen=True)
 class BatchResult:
-    """QBO's answer to one batch item: exactly one of entity, query_response, fault is set."""
+    """QBO's answer to one batch item: exactly one of entity, query_response, fault is set.
+
+    `intuit_tid` is the batch answer's (one per POST, shared by its items).
+    """
 
     bid: str
     entity: dict[str, Any] | None = None
     query_response: dict[str, Any] | None = None
     fault: QBOFault | None = None
+    intuit_tid: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -104,6 +131,20 @@ class BatchResult:
     def outcome_unknown(self) -> bool:
         """QBO did not answer this item: it may or may not have been applied."""
         return self.fault is not None and self.fault.code == OUTCOME_UNKNOWN_CODE
+
+
+class WriteAnswer(dict[str, Any]):
+    """A single-entity write's answer: the entity QBO returned, as the plain dict it always
+    was (`answer.get("Id")`, `answer["SyncToken"]`), plus the answer's `intuit_tid`."""
+
+    def __init__(self, entity: Mapping[str, Any], intuit_tid: str | None) -> None:
+        super().__init__(entity)
+        self.intuit_tid = intuit_tid
+
+
+class _Answer(NamedTuple):
+    document: dict[str, Any]
+    intuit_tid: str | None
 
 
 def batch_chunks(items: Sequence[BatchItem], size: int = MAX_BATCH_ITEMS) -> list[list[BatchItem]]:
@@ -128,6 +169,10 @@ class QBOClient(ApiClient):
         policy: RetryPolicy | None = None,
     ) -> None:
         settings.require_qbo()
+        # Throttling is waited out for one rate window, as Intuit advises (a minute).
+        policy = policy or RetryPolicy(throttle_window=settings.qbo_rate_window_seconds)
+        if policy.throttle_marker is None:
+            policy = replace(policy, throttle_marker=faults.is_throttle)
         self._tokens = tokens
         self._minor_version = settings.qbo_minor_version
         self._realm: str | None = None
@@ -176,7 +221,7 @@ class QBOClient(ApiClient):
 
     def query(self, statement: str) -> dict[str, Any]:
         """Run one statement; returns its `QueryResponse` object (`{}` when nothing matched)."""
-        answer = self._call("GET", "query", params={"query": statement}, what="query")
+        answer = self._call("GET", "query", params={"query": statement}, what="query").document
         response = answer.get("QueryResponse", {})
         if not isinstance(response, dict):
             raise MalformedPayload(
@@ -189,10 +234,12 @@ class QBOClient(ApiClient):
         entity: str,
         where: Sequence[str] = (),
         order_by: str | None = None,
+        *,
+        start: int = 1,
     ) -> list[dict[str, Any]]:
-        """Every row of `SELECT * FROM entity WHERE …`, paging 1000 at a time until a short page."""
+        """Every row of `SELECT * FROM entity WHERE …` from row `start` (1-based) on, paging
+        1000 at a time until a short page."""
         rows: list[dict[str, Any]] = []
-        start = 1
         while True:
             statement = q.select(entity, where, order_by, start=start, max_results=q.MAX_RESULTS)
             page = _rows(self.query(statement), entity)
@@ -258,6 +305,73 @@ class QBOClient(ApiClient):
         condition = f"MetaData.LastUpdatedTime >= {q.datetime_literal(since)}"
         return self.query_all(entity, [condition], order_by="MetaData.LastUpdatedTime")
 
+    def find_invoices_by_ids(self, ids: Iterable[str]) -> list[Invoice]:
+        """Invoices by Id (`Id IN (…)`, as many statements as the list needs); ids QBO does
+        not know are simply absent."""
+        return [Invoice.parse(row) for row in self.query_in("Invoice", "Id", ids)]
+
+    def invoices_dated_since(self, day: date) -> list[Invoice]:
+        """Every invoice with `TxnDate` on or after `day`, paged in Id order."""
+        if isinstance(day, datetime) or not isinstance(day, date):
+            raise TypeError("invoices_dated_since needs a date")
+        condition = q.compare("TxnDate", ">=", day.isoformat())
+        return [Invoice.parse(row) for row in self.query_all("Invoice", [condition], "Id")]
+
+    def all_customers(self, *, include_inactive: bool = True) -> list[Customer]:
+        """Every customer (inactive ones too by default: QBO hides them otherwise), paged."""
+        where = [_ANY_ACTIVE] if include_inactive else []
+        return [Customer.parse(row) for row in self.query_all("Customer", where, "Id")]
+
+    def find_customers_like(
+        self, patterns: Sequence[str], *, include_inactive: bool = True
+    ) -> list[Customer]:
+        """Customers whose DisplayName matches any of `patterns` (`%` is the wildcard).
+
+        QBO has no OR: one `DisplayName LIKE` query per pattern, sent as the Query items of
+        batches of up to 30 (one POST per 30 patterns; each item counts against the request
+        limit). A pattern answering a full page is followed up with paged single queries;
+        one QBO left unanswered in its batch is asked alone. An item answering with a
+        fault raises it. Deduplicated by Id, first seen first.
+        """
+        extra = [_ANY_ACTIVE] if include_inactive else []
+        wheres = {p: [q.condition_like("DisplayName", p), *extra] for p in dict.fromkeys(patterns)}
+        found: dict[str, Customer] = {}
+        for chunk in batch_chunks(list(wheres)):
+            items = [
+                BatchItem(f"l{n}", query=q.select("Customer", wheres[p], "Id", 1, q.MAX_RESULTS))
+                for n, p in enumerate(chunk)
+            ]
+            for pattern, result in zip(chunk, self.batch(items), strict=True):
+                where = wheres[pattern]
+                if result.outcome_unknown:
+                    rows = self.query_all("Customer", where, "Id")
+                elif result.fault is not None:
+                    raise result.fault
+                else:
+                    rows = _rows(result.query_response or {}, "Customer")
+                    if len(rows) >= q.MAX_RESULTS:
+                        rows += self.query_all("Customer", where, "Id", start=len(rows) + 1)
+                for row in rows:
+                    customer = Customer.parse(row)
+                    found.setdefault(customer.id, customer)
+        return list(found.values())
+
+    def cdc(self, entities: Sequence[str], changed_since: datetime) -> CdcChanges:
+        """What changed in QBO since `changed_since` (aware), by change data capture.
+
+        `entities` are among "Invoice" and "Customer". One `GET …/cdc` call, more when an
+        answer is full (1,000 objects of one entity): see `fourdqbo.qbo.cdc`. QBO reaches
+        30 days back; an older `changed_since` is QBO's fault to answer. Raises
+        `CdcCannotAdvance` when a full answer cannot be paged past, `MalformedPayload` on
+        answers of no sensible shape.
+        """
+
+        def fetch(group: Sequence[str], since: datetime) -> dict[str, Any]:
+            params = {"entities": ",".join(group), "changedSince": q.instant_param(since)}
+            return self._call("GET", "cdc", params=params, what="cdc").document
+
+        return collect(fetch, entities, changed_since)
+
     # -- batch -------------------------------------------------------------------------
 
     def batch(self, items: Sequence[BatchItem]) -> list[BatchResult]:
@@ -278,7 +392,7 @@ class QBOClient(ApiClient):
         if len(set(bids)) != len(bids):
             raise ValueError("batch items need distinct bIds")
         read_only = all(item.query is not None for item in items)
-        answer = self._call(
+        answer, tid = self._call(
             "POST",
             "batch",
             body={"BatchItemRequest": payload},
@@ -298,22 +412,26 @@ class QBOClient(ApiClient):
         unexpected = set(by_bid) - set(bids)
         if unexpected:
             log.warning("qbo: batch answer names %d bId(s) we did not send", len(unexpected))
-        return [self._batch_result(item, by_bid.get(item.bid)) for item in items]
+        return [self._batch_result(item, by_bid.get(item.bid), tid) for item in items]
 
-    def _batch_result(self, item: BatchItem, response: Mapping[str, Any] | None) -> BatchResult:
+    def _batch_result(
+        self, item: BatchItem, response: Mapping[str, Any] | None, tid: str | None
+    ) -> BatchResult:
         if response is None:
             fault = QBOFault(
-                f"QBO batch: no answer for item {item.bid}; outcome unknown",
+                with_tid(f"QBO batch: no answer for item {item.bid}; outcome unknown", tid),
                 code=OUTCOME_UNKNOWN_CODE,
+                intuit_tid=tid,
             )
-            return BatchResult(item.bid, fault=fault)
+            return BatchResult(item.bid, fault=fault, intuit_tid=tid)
         if "Fault" in response:
-            return BatchResult(item.bid, fault=fault_from(response["Fault"]))
+            fault = fault_from(response["Fault"], intuit_tid=tid)
+            return BatchResult(item.bid, fault=fault, intuit_tid=tid)
         if item.query is not None:
             found = response.get("QueryResponse", {})
             if not isinstance(found, dict):
                 raise MalformedPayload("QBO batch QueryResponse is not an object", service=SERVICE)
-            return BatchResult(item.bid, query_response=found)
+            return BatchResult(item.bid, query_response=found, intuit_tid=tid)
         entity = response.get(item.entity or "")
         if not isinstance(entity, dict):
             # Tolerate an answer keyed differently from what we sent (e.g. letter case).
@@ -323,36 +441,47 @@ class QBOClient(ApiClient):
             raise MalformedPayload(
                 f"QBO batch answer for item {item.bid} holds no {item.entity}", service=SERVICE
             )
-        return BatchResult(item.bid, entity=entity)
+        return BatchResult(item.bid, entity=entity, intuit_tid=tid)
 
     # -- single-entity writes ----------------------------------------------------------
 
-    def create(self, entity: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    # Each returns the entity QBO answered (the new state: never read it back) as a
+    # WriteAnswer, a dict carrying the answer's intuit_tid.
+
+    def create(self, entity: str, body: Mapping[str, Any]) -> WriteAnswer:
         return self._write(entity, dict(body))
 
-    def update(self, entity: str, body: Mapping[str, Any], sparse: bool = True) -> dict[str, Any]:
+    def update(self, entity: str, body: Mapping[str, Any], sparse: bool = True) -> WriteAnswer:
         """Update with the body's Id and SyncToken (a stale SyncToken gives fault 5010)."""
         if body.get("Id") is None or body.get("SyncToken") is None:
             raise ValueError("an update needs Id and SyncToken")
         return self._write(entity, {**body, "sparse": sparse})
 
-    def delete(self, entity: str, id: str, sync_token: str) -> dict[str, Any]:
+    def delete(self, entity: str, id: str, sync_token: str) -> WriteAnswer:
+        """Answers `{"status": "Deleted", "domain": "QBO", "Id": …}`."""
         return self._write(entity, {"Id": id, "SyncToken": sync_token}, operation="delete")
 
-    def void_invoice(self, id: str, sync_token: str) -> dict[str, Any]:
+    def void_invoice(self, id: str, sync_token: str) -> WriteAnswer:
+        """Answers the whole voided invoice: amounts 0, SyncToken + 1, PrivateNote "Voided…"."""
         return self._write("Invoice", {"Id": id, "SyncToken": sync_token}, operation="void")
 
     def _write(
         self, entity: str, body: dict[str, Any], operation: str | None = None
-    ) -> dict[str, Any]:
+    ) -> WriteAnswer:
         q.entity_name(entity)
         params = {"operation": operation} if operation else None
         what = f"{operation or 'write'} {entity}"
-        answer = self._call("POST", entity.lower(), params=params, body=body, write=True, what=what)
+        answer, tid = self._call(
+            "POST", entity.lower(), params=params, body=body, write=True, what=what
+        )
         found = answer.get(entity)
         if not isinstance(found, dict):
-            raise MalformedPayload(f"QBO answer to {what} holds no {entity}", service=SERVICE)
-        return found
+            raise MalformedPayload(
+                with_tid(f"QBO answer to {what} holds no {entity}", tid),
+                service=SERVICE,
+                intuit_tid=tid,
+            )
+        return WriteAnswer(found, tid)
 
     # -- transport ---------------------------------------------------------------------
 
@@ -367,7 +496,7 @@ class QBOClient(ApiClient):
         units: int = 1,
         batch: bool = False,
         what: str,
-    ) -> dict[str, Any]:
+    ) -> _Answer:
         """One API call with auth, pacing, one refresh-and-retry on 401, fault decoding."""
         url = f"/v3/company/{quote(self.realm_id, safe='')}/{resource}"
         query = {**(params or {}), "minorversion": self._minor_version}
@@ -380,19 +509,25 @@ class QBOClient(ApiClient):
             pacing = [*pacing, (self.batch_limiter, 1)]
         token = self._tokens.access_token()
         response = self._send(method, url, query, content, token, write, pacing)
-        if _auth_refused(response):
-            log.info("qbo: %s answered %d; refreshing the token once", what, response.status_code)
+        refused = _auth_refusal(response, token)
+        if refused is not None:
+            log.info(
+                "qbo: %s answered %d (fault %s); refreshing the token once",
+                what,
+                response.status_code,
+                refused.code or "-",
+            )
             token = self._tokens.force_refresh(token)
             response = self._send(method, url, query, content, token, write, pacing)
-            if _auth_refused(response):
-                tid = response.headers.get("intuit_tid")
+            refused = _auth_refusal(response, token)
+            if refused is not None:
                 raise AuthError(
-                    _with_tid(RELOGIN_HINT, tid),
+                    with_tid(_relogin_message(refused), refused.intuit_tid),
                     service=SERVICE,
                     status=response.status_code,
-                    intuit_tid=tid,
+                    intuit_tid=refused.intuit_tid,
                 )
-        return _decode(response, what, write)
+        return _Answer(_decode(response, what, write), response.headers.get("intuit_tid"))
 
     def _send(
         self,
@@ -416,7 +551,7 @@ class QBOClient(ApiClient):
             )
         except UpstreamError as exc:
             if exc.intuit_tid and exc.intuit_tid not in exc.message:
-                exc.message = _with_tid(exc.message, exc.intuit_tid)
+                exc.message = with_tid(exc.message, exc.intuit_tid)
                 exc.args = (exc.message,)
             raise
         log.debug(
@@ -432,82 +567,45 @@ class QBOClient(ApiClient):
 _ANY_ACTIVE = "Active IN (true, false)"
 
 
-def fault_from(fault: Any, *, status: int | None = None, intuit_tid: str | None = None) -> QBOFault:
-    """A QBOFault from QBO's `{"Error": [{Message, Detail, code, element}], "type": …}`."""
-    if not isinstance(fault, Mapping):
-        return QBOFault(
-            _with_tid("QBO fault of unknown shape", intuit_tid),
-            status=status,
-            intuit_tid=intuit_tid,
-        )
-    raw_errors = fault.get("Error")
-    if isinstance(raw_errors, Mapping):
-        raw_errors = [raw_errors]
-    errors = [e for e in raw_errors or [] if isinstance(e, Mapping)]
-    first = errors[0] if errors else {}
-    code = str(first.get("code") or "")
-    message = str(first.get("Message") or first.get("message") or "fault")
-    detail = str(first.get("Detail") or first.get("detail") or "")
-    element = str(first.get("element") or "")
-    fault_type = str(fault.get("type") or "")
-    text = f"QBO fault {code or '?'}"
-    if fault_type:
-        text += f" ({fault_type})"
-    text += f": {message}"
-    if detail and detail != message:
-        text += f": {detail[:300]}"
-    if len(errors) > 1:
-        text += f" (+{len(errors) - 1} more)"
-    return QBOFault(
-        _with_tid(text, intuit_tid),
-        code=code,
-        detail=detail,
-        element=element,
-        fault_type=fault_type,
-        status=status,
-        intuit_tid=intuit_tid,
-    )
-
-
-def _with_tid(message: str, tid: str | None) -> str:
-    return f"{message} (intuit_tid={tid})" if tid else message
-
-
 def _parse_json(response: httpx.Response) -> Any:
+    """The answer's JSON, or None when it is not JSON (an XML fault, an HTML error page)."""
     try:
         return jsonio.loads(response.content)
     except (ValueError, UnicodeDecodeError):
-        return _NOT_JSON
+        return None
 
 
-_NOT_JSON = object()
+def _auth_refusal(response: httpx.Response, token: str) -> QBOFault | None:
+    """The token refusal an answer reports (any 401; a 3200 fault with 400 or 403), its
+    detail scrubbed of the token sent; None when the answer is no refusal."""
+    status = response.status_code
+    if status not in (400, 401, 403):
+        return None
+    fault = faults.response_fault(response, _parse_json(response), secrets=(token,))
+    if status == 401:
+        tid = response.headers.get("intuit_tid")
+        return fault or QBOFault("QBO answered HTTP 401", status=status, intuit_tid=tid)
+    return fault if fault is not None and fault.code == AUTH_FAULT_CODE else None
 
 
-def _fault_code(document: Any) -> str | None:
-    if isinstance(document, Mapping) and isinstance(document.get("Fault"), Mapping):
-        errors = document["Fault"].get("Error") or []
-        if errors and isinstance(errors[0], Mapping):
-            return str(errors[0].get("code") or "")
-    return None
-
-
-def _auth_refused(response: httpx.Response) -> bool:
-    if response.status_code == 401:
-        return True
-    if response.status_code in (400, 403):
-        return _fault_code(_parse_json(response)) == AUTH_FAULT_CODE
-    return False
+def _relogin_message(refused: QBOFault) -> str:
+    """RELOGIN_HINT naming the refusal: code and (scrubbed) detail, e.g. "Token expired"."""
+    reason = ": ".join(part for part in (refused.code, refused.detail[:120]) if part)
+    if not reason:
+        return RELOGIN_HINT
+    return f"QBO refused the token (fault {reason}): run `fourdqbo auth login`"
 
 
 def _decode(response: httpx.Response, what: str, write: bool) -> dict[str, Any]:
     status = response.status_code
     tid = response.headers.get("intuit_tid")
     document = _parse_json(response)
-    if isinstance(document, Mapping) and "Fault" in document:
-        raise fault_from(document["Fault"], status=status, intuit_tid=tid)
+    fault = faults.response_fault(response, document)
+    if fault is not None:
+        raise fault
     if status == 403:
         raise AuthError(
-            _with_tid(f"QBO refused access to {what} (HTTP 403)", tid),
+            with_tid(f"QBO refused access to {what} (HTTP 403)", tid),
             service=SERVICE,
             status=status,
             intuit_tid=tid,
@@ -516,21 +614,28 @@ def _decode(response: httpx.Response, what: str, write: bool) -> dict[str, Any]:
         # A server error the transport does not retry (501, 505, …): the write may have
         # been applied before it failed.
         raise OutcomeUnknown(
-            _with_tid(f"QBO answered HTTP {status} to {what}; outcome unknown", tid),
+            with_tid(f"QBO answered HTTP {status} to {what}; outcome unknown", tid),
             service=SERVICE,
+            status=status,
+            intuit_tid=tid,
+        )
+    if status >= 400 and faults.looks_like_xml(response.content):
+        # XML QBO sends only for faults: one we cannot read is still a fault.
+        raise QBOFault(
+            with_tid(f"QBO answered HTTP {status} to {what} with an unreadable fault", tid),
             status=status,
             intuit_tid=tid,
         )
     if status >= 400:
         raise UpstreamError(
-            _with_tid(f"QBO answered HTTP {status} to {what}", tid),
+            with_tid(f"QBO answered HTTP {status} to {what}", tid),
             service=SERVICE,
             status=status,
             intuit_tid=tid,
         )
     if not isinstance(document, dict):
         raise MalformedPayload(
-            _with_tid(f"QBO answered {what} with something other than a JSON object", tid),
+            with_tid(f"QBO answered {what} with something other than a JSON object", tid),
             service=SERVICE,
             status=status,
             intuit_tid=tid,

@@ -56,6 +56,15 @@ def datetime_literal(moment: datetime) -> str:
     return f"'{text}+00:00'"
 
 
+def instant_param(moment: datetime) -> str:
+    """An aware moment as ISO 8601 with an offset, in UTC, whole seconds: CDC's
+    `changedSince` (`2025-03-01T17:00:00+00:00`). A fraction is dropped, which can only
+    ask for more changes, never fewer. Naive times are refused: we never guess a zone."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError("instant_param needs a timezone-aware datetime")
+    return moment.astimezone(UTC).replace(microsecond=0).isoformat()
+
+
 def field_name(name: str) -> str:
     """Check a field name (`DocNumber`, `MetaData.LastUpdatedTime`): names are never quoted."""
     if not _FIELD.fullmatch(name):
@@ -80,6 +89,12 @@ def compare(field: str, operator: str, value: str) -> str:
 
 def condition_eq(field: str, value: str) -> str:
     return compare(field, "=", value)
+
+
+def condition_like(field: str, pattern: str) -> str:
+    """`field LIKE 'pattern'`: `%` is QBO's only wildcard and passes through; quotes and
+    backslashes in the pattern are escaped like any value."""
+    return compare(field, "LIKE", pattern)
 
 
 def condition_in(field: str, values: Iterable[str]) -> str:

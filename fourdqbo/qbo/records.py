@@ -43,11 +43,25 @@ class Invoice:
     created_at: datetime | None
     updated_at: datetime | None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    private_note: str = ""
+    email_status: str | None = None  # EmailStatus: NotSet, NeedToSend, EmailSent
+    payment_ids: tuple[str, ...] = ()  # LinkedTxn of TxnType Payment
 
     @property
     def paid(self) -> bool:
         """A payment (or credit) has been applied: we must not touch it."""
         return self.balance != self.total
+
+    @property
+    def voided(self) -> bool:
+        """Voided in QBO: kept with its DocNumber, every amount zero, and a PrivateNote that
+        starts with "Voided". A zero total alone is not a void (a free follow-up visit)."""
+        return (
+            self.private_note.lstrip().lower().startswith("voided")
+            and self.total == 0
+            and self.balance == 0
+            and all(line.amount == 0 for line in self.lines)
+        )
 
     @classmethod
     def parse(cls, data: Any) -> Invoice:
@@ -72,6 +86,7 @@ class Invoice:
                     ),
                 )
             )
+        # A custom field without StringValue (QBO sends those on read) is empty.
         custom = {
             str(f.get("DefinitionId")): str(f.get("StringValue") or "")
             for f in _list(obj.get("CustomField"))
@@ -96,11 +111,23 @@ class Invoice:
             created_at=_instant(meta.get("CreateTime")),
             updated_at=_instant(meta.get("LastUpdatedTime")),
             raw=dict(obj),
+            private_note=str(obj.get("PrivateNote") or ""),
+            email_status=None if obj.get("EmailStatus") is None else str(obj["EmailStatus"]),
+            payment_ids=tuple(
+                str(link["TxnId"])
+                for link in _list(obj.get("LinkedTxn"))
+                if isinstance(link, Mapping)
+                and str(link.get("TxnType") or "").lower() == "payment"
+                and link.get("TxnId") is not None
+            ),
         )
 
 
 @dataclass(frozen=True)
 class Customer:
+    """A customer as QBO names it: an inactive one's DisplayName carries QBO's " (deleted)"
+    suffix, kept here (planning decides what it means)."""
+
     id: str
     sync_token: str
     display_name: str
@@ -116,7 +143,7 @@ class Customer:
             sync_token=_required(obj, "SyncToken"),
             display_name=str(obj.get("DisplayName") or ""),
             active=_flag(obj.get("Active")),
-            updated_at=_instant(_mapping(obj.get("MetaData")).get("LastUpdatedTime")),
+            updated_at=last_updated(obj),
             raw=dict(obj),
         )
 
@@ -171,6 +198,11 @@ class Estimate:
             updated_at=_instant(meta.get("LastUpdatedTime")),
             raw=dict(obj),
         )
+
+
+def last_updated(obj: Mapping[str, Any]) -> datetime | None:
+    """An entity's `MetaData.LastUpdatedTime` as aware UTC (None when absent)."""
+    return _instant(_mapping(obj.get("MetaData")).get("LastUpdatedTime"))
 
 
 def _flag(value: Any) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,116 +32,16 @@ from fourdqbo.qbo.client import (
     QBOClient,
     batch_chunks,
 )
+from tests.qbo.fakes import (
+    COMPANY,
+    FakeTime,
+    FakeTokens,
+    answer,
+    fault,
+    invoice_row,
+    statement_of,
+)
 from tests.qbo.test_query import parse_in
-
-BASE = "https://qbo.test"
-REALM = "9130"
-COMPANY = f"/v3/company/{REALM}"
-
-
-class FakeTokens:
-    """A TokenSource: hands out tok-1, and tok-2, tok-3… after each forced refresh."""
-
-    def __init__(self, realm: str = REALM) -> None:
-        self.realm_id = realm
-        self.current = "tok-1"
-        self.rejected: list[str] = []
-
-    def access_token(self) -> str:
-        return self.current
-
-    def force_refresh(self, rejected: str) -> str:
-        self.rejected.append(rejected)
-        self.current = f"tok-{len(self.rejected) + 1}"
-        return self.current
-
-
-class FakeTime:
-    """A clock that only moves when someone sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
-@pytest.fixture
-def router() -> Iterator[respx.MockRouter]:
-    with respx.mock(base_url=BASE, assert_all_called=False) as mock:
-        yield mock
-
-
-@pytest.fixture
-def tokens() -> FakeTokens:
-    return FakeTokens()
-
-
-@pytest.fixture
-def fake_time() -> FakeTime:
-    return FakeTime()
-
-
-@pytest.fixture
-def make_client(
-    make_settings: Callable[..., Settings], tokens: FakeTokens, fake_time: FakeTime
-) -> Iterator[Callable[..., QBOClient]]:
-    made: list[QBOClient] = []
-
-    def build(**overrides: Any) -> QBOClient:
-        client = QBOClient(
-            make_settings(**overrides), tokens, sleep=fake_time.sleep, clock=fake_time.clock
-        )
-        made.append(client)
-        return client
-
-    yield build
-    for client in made:
-        client.close()
-
-
-@pytest.fixture
-def client(make_client: Callable[..., QBOClient]) -> QBOClient:
-    return make_client()
-
-
-def answer(document: Any, status: int = 200, tid: str = "tid-1", **headers: str) -> httpx.Response:
-    return httpx.Response(
-        status,
-        content=jsonio.dumps(document).encode(),
-        headers={"intuit_tid": tid, "Content-Type": "application/json", **headers},
-    )
-
-
-def fault(code: str, message: str = "Boom", detail: str = "", element: str = "") -> dict:
-    return {
-        "Fault": {
-            "Error": [{"Message": message, "Detail": detail, "code": code, "element": element}],
-            "type": "ValidationFault",
-        },
-        "time": "2025-03-05T10:21:33.000-08:00",
-    }
-
-
-def invoice_row(doc: str, n: int = 1) -> dict[str, Any]:
-    return {
-        "Id": str(n),
-        "SyncToken": "0",
-        "DocNumber": doc,
-        "TotalAmt": 10,
-        "Balance": 10,
-        "MetaData": {"LastUpdatedTime": "2025-03-05T10:21:33-08:00"},
-    }
-
-
-def statement_of(request: httpx.Request) -> str:
-    return request.url.params["query"]
-
 
 # -- every call ----------------------------------------------------------------------
 

@@ -194,3 +194,16 @@ def test_chunk_in_covers_every_value_once_within_limits(
     for condition, chunk in zip(chunks, parsed, strict=True):
         assert len(chunk) <= max_values
         assert q.encoded_length(condition) <= budget or len(chunk) == 1
+
+
+def test_like_condition_keeps_the_wildcard_and_escapes_the_rest() -> None:
+    assert q.condition_like("DisplayName", "1003.%") == "DisplayName LIKE '1003.%'"
+    assert q.condition_like("DisplayName", "O'B%\\") == "DisplayName LIKE 'O\\'B%\\\\'"
+
+
+def test_instant_param_is_utc_iso_with_offset_in_whole_seconds() -> None:
+    pacific = timezone(timedelta(hours=-8))
+    moment = datetime(2025, 3, 1, 9, 0, 0, 750000, tzinfo=pacific)
+    assert q.instant_param(moment) == "2025-03-01T17:00:00+00:00"
+    with pytest.raises(ValueError):
+        q.instant_param(datetime(2025, 3, 1, 9, 0))

@@ -158,3 +158,81 @@ def test_estimate_parse() -> None:
     assert estimate.status == "Pending"
     assert estimate.total == Decimal("300.5")
     assert estimate.updated_at == datetime(2025, 2, 1, 20, tzinfo=UTC)
+
+
+# --- as real QBO answers show it (API-NOTES.md, last section) ---------------------------
+
+
+def voided(**changes: Any) -> Invoice:
+    """The invoice as QBO's void answer has it: kept, every amount 0, PrivateNote 'Voided'."""
+    data = jsonio.loads(INVOICE_JSON)
+    for line in data["Line"]:
+        line["Amount"] = 0
+    data.update(TotalAmt=0, Balance=0, SyncToken="4", PrivateNote="Voided")
+    data.update(changes)
+    return Invoice.parse(data)
+
+
+def test_void_answer_is_voided_and_keeps_its_doc_number() -> None:
+    parsed = voided()
+    assert parsed.voided is True
+    assert parsed.doc_number == "10023"
+    assert parsed.private_note == "Voided"
+
+
+@pytest.mark.parametrize("note", ["Voided", "voided 2025-03-05", "VOIDED by QBO", "  Voided"])
+def test_void_note_is_matched_case_insensitively(note: str) -> None:
+    assert voided(PrivateNote=note).voided is True
+
+
+def test_zero_total_alone_is_not_a_void() -> None:
+    # A free follow-up visit is an invoice of 0: no note, so not voided.
+    assert voided(PrivateNote=None).voided is False
+    assert voided(PrivateNote="free follow-up").voided is False
+
+
+def test_void_note_with_amounts_left_is_not_a_void() -> None:
+    # Someone typed "Voided…" into the memo of a live invoice: amounts decide.
+    assert invoice(PrivateNote="Voided by mistake?").voided is False
+    line = {"DetailType": "SalesItemLineDetail", "Amount": 5, "SalesItemLineDetail": {}}
+    assert voided(Line=[line]).voided is False
+
+
+def test_private_note_and_email_status() -> None:
+    assert invoice().private_note == "" and invoice().email_status is None
+    parsed = invoice(PrivateNote="call first", EmailStatus="EmailSent")
+    assert (parsed.private_note, parsed.email_status) == ("call first", "EmailSent")
+
+
+def test_linked_payments_are_read_and_other_links_ignored() -> None:
+    parsed = invoice(
+        LinkedTxn=[
+            {"TxnId": "310", "TxnType": "Payment"},
+            {"TxnId": "77", "TxnType": "Estimate"},
+            {"TxnId": 311, "TxnType": "payment"},
+            {"TxnType": "Payment"},
+            "junk",
+        ]
+    )
+    assert parsed.payment_ids == ("310", "311")
+    assert invoice(LinkedTxn=None).payment_ids == ()
+    assert invoice().payment_ids == ()
+
+
+def test_custom_field_without_string_value_is_empty() -> None:
+    parsed = invoice(
+        CustomField=[
+            {"DefinitionId": "1", "Name": "Crew #", "Type": "StringType"},
+            {"DefinitionId": "2", "Name": "Quoted By", "Type": "StringType", "StringValue": None},
+            {"DefinitionId": "3", "Name": "X", "Type": "StringType", "StringValue": "7"},
+        ]
+    )
+    assert parsed.custom_fields == {"1": "", "2": "", "3": "7"}
+
+
+def test_inactive_customer_keeps_the_name_qbo_gave_it() -> None:
+    customer = Customer.parse(
+        {"Id": "9", "SyncToken": "3", "DisplayName": "1042.JQD (deleted)", "Active": False}
+    )
+    assert customer.display_name == "1042.JQD (deleted)"
+    assert customer.active is False
