@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -102,9 +103,10 @@ def test_a_successful_run_has_every_metric_with_its_figures() -> None:
     assert value(found, "fourdqbo_run_quotes", action="updated") == 1
     assert value(found, "fourdqbo_run_quotes", action="unchanged") == 1
     assert value(found, "fourdqbo_retry_queue_size") == 2
-    assert value(found, "fourdqbo_refresh_token_expiry_timestamp_seconds") == (
-        T0 + timedelta(days=90)
-    ).timestamp()
+    assert (
+        value(found, "fourdqbo_refresh_token_expiry_timestamp_seconds")
+        == (T0 + timedelta(days=90)).timestamp()
+    )
     reads = value(found, "fourdqbo_qbo_requests", kind="read")
     writes = value(found, "fourdqbo_qbo_requests", kind="write")
     assert (reads, writes) == (8, 1)  # 3 invoice writes fit one batch
@@ -143,9 +145,10 @@ def test_the_exit_code_the_cli_knows_wins_and_a_summary_is_a_run_too() -> None:
     assert value(found, "fourdqbo_last_run_exit_code") == 3
     assert value(found, "fourdqbo_last_run_timestamp_seconds") == T0.timestamp()
     assert value(found, "fourdqbo_run_duration_seconds") == 10
-    assert value(found, "fourdqbo_last_success_timestamp_seconds") == (
-        T0 - timedelta(hours=1)
-    ).timestamp()
+    assert (
+        value(found, "fourdqbo_last_success_timestamp_seconds")
+        == (T0 - timedelta(hours=1)).timestamp()
+    )
 
 
 def test_status_describes_the_newest_recorded_run() -> None:
@@ -153,9 +156,10 @@ def test_status_describes_the_newest_recorded_run() -> None:
     found = samples(build_registry(None, state, TOKEN))
     assert value(found, "fourdqbo_last_run_timestamp_seconds") == T0.timestamp()
     assert value(found, "fourdqbo_last_run_exit_code") == 3  # aborted, no code recorded
-    assert value(found, "fourdqbo_last_success_timestamp_seconds") == (
-        T0 - timedelta(hours=3)
-    ).timestamp()
+    assert (
+        value(found, "fourdqbo_last_success_timestamp_seconds")
+        == (T0 - timedelta(hours=3)).timestamp()
+    )
 
 
 def test_nothing_known_leaves_the_metrics_out_rather_than_zero() -> None:
@@ -179,7 +183,9 @@ def test_the_realm_label_comes_from_the_token_without_a_state_store() -> None:
     customers=st.integers(0, 90),
     total=st.integers(0, 400),
 )
-def test_request_kinds_add_up_to_the_qbo_requests(invoices: int, customers: int, total: int) -> None:
+def test_request_kinds_add_up_to_the_qbo_requests(
+    invoices: int, customers: int, total: int
+) -> None:
     summary = {
         "counts": {"created": invoices},
         "customers": {"created": customers, "reactivated": 0},
@@ -243,3 +249,26 @@ def test_a_failed_write_leaves_no_temporary_file(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         write_textfile(target, build_registry(None, STATE, TOKEN))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_reader_never_sees_a_partial_file(tmp_path: Path) -> None:
+    target = tmp_path / "fourdqbo.prom"
+    registry = build_registry(report("created", "updated"), STATE, TOKEN)
+    write_textfile(target, registry)
+    whole = target.read_text()
+    seen: list[str] = []
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            seen.append(target.read_text())
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for _ in range(200):
+            write_textfile(target, registry)
+    finally:
+        stop.set()
+        reader.join()
+    assert seen and all(text == whole for text in seen)
