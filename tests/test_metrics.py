@@ -31,7 +31,7 @@ from fourdqbo.sync.report import QuoteOutcome, RunReport
 
 T0 = datetime(2026, 3, 2, 14, 0, tzinfo=UTC)
 REALM = "9130350000000001"
-NAMES = (
+NAMES = (  # every metric of DESIGN.md "Operations"
     "fourdqbo_last_run_timestamp_seconds",
     "fourdqbo_last_run_exit_code",
     "fourdqbo_last_success_timestamp_seconds",

@@ -28,22 +28,13 @@ from fourdqbo.cli.app import app
 from fourdqbo.config import load_settings
 from fourdqbo.sandbox import Sandbox
 from fourdqbo.state import open_state_store
+from tests.test_metrics import NAMES
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 REALMS = {"north": "9341453050370001", "south": "9341453050370002"}
-METRIC_NAMES = {
-    "fourdqbo_last_run_timestamp_seconds",
-    "fourdqbo_last_run_exit_code",
-    "fourdqbo_last_success_timestamp_seconds",
-    "fourdqbo_run_duration_seconds",
-    "fourdqbo_run_quotes",
-    "fourdqbo_attention_items",
-    "fourdqbo_retry_queue_size",
-    "fourdqbo_qbo_requests",
-    "fourdqbo_refresh_token_expiry_timestamp_seconds",
-}
+METRIC_NAMES = set(NAMES)  # DESIGN.md "Operations"
 
 
 @dataclass
