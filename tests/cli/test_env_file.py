@@ -112,19 +112,20 @@ def command(cwd: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "fourdqbo", *args]
 
 
-def child_env() -> dict[str, str]:
+def child_env(**overrides: str) -> dict[str, str]:
     return {
         **{k: v for k, v in os.environ.items() if not k.startswith("PYTHON")},
         "PYTHONPATH": str(REPO),
+        **overrides,
     }
 
 
-def fourdqbo(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def fourdqbo(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         command(cwd, *args),
         capture_output=True,
         text=True,
-        env=child_env(),
+        env=child_env(**env),
         cwd=cwd,
         timeout=120,
         check=False,
@@ -300,6 +301,38 @@ def test_a_run_that_finds_the_lock_held_leaves_the_metrics_file_alone(
     assert north.metrics.read_text() == "# the previous run's metrics\n"
 
 
+def test_a_dry_run_leaves_the_metrics_file_alone(
+    practices: dict[str, Practice], elsewhere: Path
+) -> None:
+    # Like the health check and the run history: a person's look, not a run of the sync.
+    north = practices["north"]
+    done = fourdqbo(elsewhere, "--env-file", str(north.env_file), "sync", "run", "--dry-run")
+    assert done.returncode in (0, 1), done.stderr
+    assert not north.metrics.exists()
+
+
+def test_a_run_that_aborts_writes_its_recorded_figures(
+    practices: dict[str, Practice], elsewhere: Path
+) -> None:
+    north = practices["north"]
+    # The environment wins over the env file: 4D refuses these credentials, exit 3.
+    args = ("--env-file", str(north.env_file), "sync", "run", "--quiet")
+    done = fourdqbo(elsewhere, *args, FOURD_CLIENT_SECRET="not-the-secret")
+    assert done.returncode == 3, done.stderr
+    status = fourdqbo(elsewhere, "--env-file", str(north.env_file), "sync", "status", "--json")
+    recorded = json.loads(status.stdout)["runs"][0]
+    assert recorded["aborted"]
+    found = metric_samples(north.metrics)
+    realm = frozenset({("realm", REALMS["north"])})
+    assert found[("fourdqbo_last_run_exit_code", realm)] == 3
+    finished = datetime.fromisoformat(recorded["finished_at"]).timestamp()
+    assert found[("fourdqbo_last_run_timestamp_seconds", realm)] == finished
+    assert found[("fourdqbo_retry_queue_size", realm)] == 0
+    assert ("fourdqbo_last_success_timestamp_seconds", realm) not in found
+    lines = [json.loads(line) for line in north.log.read_text().splitlines()]
+    assert recorded["run_id"] in {line["run_id"] for line in lines}
+
+
 def test_a_failed_run_still_writes_its_metrics(
     practices: dict[str, Practice], elsewhere: Path
 ) -> None:
@@ -387,13 +420,6 @@ def test_the_env_file_replaces_dot_env_and_its_paths_follow_it(tmp_path: Path) -
     shown = invoke("--env-file", str(env_file), "config", "show", "--json")
     assert shown.exit_code == 0, shown.output
     assert "north" in shown.stdout and "from-dot-env" not in shown.stdout
-
-
-def test_demo_and_sandbox_serve_need_no_env_file() -> None:
-    # Both build their own settings; a bad ./.env or missing --env-file does not concern them.
-    Path(".env").write_text("SYNC_CHUNK_SIZE=not-a-number\n")
-    for path in (("demo", "--help"), ("sandbox", "serve", "--help")):
-        assert invoke(*path).exit_code == 0
 
 
 def test_a_bad_log_format_is_exit_2_naming_it(env_of: dict[str, str]) -> None:
