@@ -260,21 +260,29 @@ def mask_url_password(url: str) -> str:
     return parts._replace(netloc=netloc, query=query).geturl()
 
 
+# Settings naming a path: a relative one read from an --env-file is relative to that file's
+# directory (a practice's file works from any working directory, e.g. under systemd).
+PATH_VARIABLES = ("DATA_DIR", "LOGS_DIR", "QBO_TOKEN_FILE", "METRICS_FILE")
+
+
 def load_settings(
     environ: Mapping[str, str] | None = None,
     dotenv_path: Path | str | None = ".env",
+    *,
+    env_file: Path | str | None = None,
 ) -> Settings:
-    """Read the environment (winning) and `.env`; never raises for bad values."""
-    merged: dict[str, str] = {}
-    if dotenv_path is not None and Path(dotenv_path).is_file():
-        from dotenv import dotenv_values  # only when there is a .env: not for --help
+    """Read the environment (winning) and `.env`; never raises for bad values.
 
-        try:
-            _check_dotenv_syntax(Path(dotenv_path))
-            file_values = dotenv_values(dotenv_path)
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read {dotenv_path}: {exc.__class__.__name__}") from None
-        merged.update({k: v for k, v in file_values.items() if v is not None})
+    `env_file` (the global `--env-file`) replaces `dotenv_path`: it must exist and be
+    readable (ConfigError, exit 2, naming it, otherwise), and the relative paths in it
+    (PATH_VARIABLES) resolve against its directory. Values from the environment stay
+    relative to the working directory.
+    """
+    merged: dict[str, str] = {}
+    if env_file is not None:
+        merged.update(_read_env_file(Path(env_file)))
+    elif dotenv_path is not None and Path(dotenv_path).is_file():
+        merged.update(_read_dotenv(Path(dotenv_path)))
     env = dict(os.environ if environ is None else environ)
     merged.update(env)
     for legacy, modern in LEGACY_NAMES.items():
@@ -282,6 +290,31 @@ def load_settings(
         if (merged.get(legacy) or "").strip() and not (merged.get(modern) or "").strip():
             merged[modern] = merged[legacy]
     return _build(merged)
+
+
+def _read_dotenv(path: Path) -> dict[str, str]:
+    from dotenv import dotenv_values  # only when there is a .env: not for --help
+
+    try:
+        _check_dotenv_syntax(path)
+        file_values = dotenv_values(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc.__class__.__name__}") from None
+    return {k: v for k, v in file_values.items() if v is not None}
+
+
+def _read_env_file(path: Path) -> dict[str, str]:
+    """An --env-file's values, its relative paths made relative to its directory."""
+    if not path.exists():
+        raise ConfigError(f"--env-file {path}: no such file")
+    if not path.is_file():
+        raise ConfigError(f"--env-file {path}: not a file")
+    values = _read_dotenv(path)
+    for name in PATH_VARIABLES:
+        text = (values.get(name) or "").strip()
+        if text and not Path(text).is_absolute():
+            values[name] = str(path.parent / text)
+    return values
 
 
 def _check_dotenv_syntax(path: Path) -> None:

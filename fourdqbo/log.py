@@ -1,5 +1,8 @@
 """Logging: a rotating file in LOGS_DIR plus the console, with a privacy filter on both.
 
+The file holds text lines or, with LOG_FORMAT=json, one JSON object a line (`JsonFormatter`)
+for a log shipper; both carry the run id and, where code names it, the quote.
+
 The filter is defence in depth. Code logs quote numbers and ids only, but every secret
 from the settings, every token the token store handles and every patient name or birth
 date the 4D client parses is registered here, and any record containing one is scrubbed
@@ -8,13 +11,17 @@ before it is written anywhere.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import json
 import logging
 import logging.handlers
 import os
 import re
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 REDACTED = "[redacted]"
@@ -151,14 +158,62 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
+_quote: contextvars.ContextVar[str | None] = contextvars.ContextVar("fourdqbo_quote", default=None)
+
+
+@contextlib.contextmanager
+def quote_context(quote: str) -> Iterator[None]:
+    """Records logged inside this block (in this thread or task) carry `quote`. A record's
+    own `extra={"quote": ...}` wins over it."""
+    token = _quote.set(quote)
+    try:
+        yield
+    finally:
+        _quote.reset(token)
+
+
 class RunContext(logging.Filter):
-    """Adds the current run id to every record (`-` outside a sync run)."""
+    """Adds the current run id to every record (`-` outside a sync run), and the quote the
+    record is about (`extra={"quote": ...}` or `quote_context`; None when not known)."""
 
     run_id = "-"
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.run_id = RunContext.run_id
+        if getattr(record, "quote", None) is None:
+            record.quote = _quote.get()
         return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: time (ISO 8601 UTC, `Z`), level, logger, run_id, quote,
+    message, and `exc` with the traceback text when there is one.
+
+    Runs after the handler's filters, so the message and traceback are the ones the
+    privacy filter already scrubbed; the other strings are scrubbed here once more, since
+    they never passed through it.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        moment = datetime.fromtimestamp(record.created, UTC)
+        document: dict[str, object] = {
+            "time": moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "run_id": getattr(record, "run_id", "-"),
+            "quote": getattr(record, "quote", None),
+            "message": record.getMessage(),
+        }
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact(self.formatException(record.exc_info))
+        if record.exc_text:
+            document["exc"] = record.exc_text
+        if record.stack_info:
+            document["stack"] = record.stack_info
+        for key in ("logger", "run_id", "quote"):
+            if isinstance(document[key], str):
+                document[key] = redact(document[key])  # type: ignore[arg-type]
+        return json.dumps(document, ensure_ascii=False, default=str)
 
 
 class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
@@ -172,8 +227,11 @@ class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
 FILE_FORMAT = "%(asctime)s %(levelname)s run=%(run_id)s %(name)s: %(message)s"
 
 
-def setup_logging(logs_dir: Path, *, verbose: bool = False, console: bool = True) -> None:
-    """Configure the root `fourdqbo` logger once per process."""
+def setup_logging(
+    logs_dir: Path, *, verbose: bool = False, console: bool = True, log_format: str = "text"
+) -> None:
+    """Configure the root `fourdqbo` logger once per process; `log_format` ("text" or
+    "json", LOG_FORMAT) shapes the file log only: the console stays for people."""
     logger = logging.getLogger("fourdqbo")
     if getattr(logger, "_fourdqbo_configured", False):
         return
@@ -186,7 +244,9 @@ def setup_logging(logs_dir: Path, *, verbose: bool = False, console: bool = True
             logs_dir / "fourdqbo.log", maxBytes=5_000_000, backupCount=10, encoding="utf-8"
         )
         file_handler.setLevel(logging.INFO)
-        file_handler.setFormatter(logging.Formatter(FILE_FORMAT))
+        file_handler.setFormatter(
+            JsonFormatter() if log_format == "json" else logging.Formatter(FILE_FORMAT)
+        )
         file_handler.addFilter(context)
         file_handler.addFilter(privacy)
         logger.addHandler(file_handler)

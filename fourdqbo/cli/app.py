@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
@@ -15,9 +18,51 @@ from fourdqbo.cli import auth, config_cmd, demo, fourd, qbo, reconcile, sandbox,
 from fourdqbo.cli.context import app_state
 from fourdqbo.errors import FourdqboError
 
+EXAMPLE = "Example:"
+
+
+def keep_example_lines(help_text: str) -> str:
+    """Help text whose `Example:` lines each print on a line of their own.
+
+    Typer (like click) joins the lines of a paragraph into one and wraps it, which runs
+    two examples together. A paragraph marked with click's `\\b` keeps its lines, so each
+    run of example lines becomes such a paragraph, split off from any prose before it.
+    """
+    paragraphs = []
+    for paragraph in inspect.cleandoc(help_text).split("\n\n"):
+        lines = paragraph.split("\n")
+        first = next((i for i, line in enumerate(lines) if line.startswith(EXAMPLE)), None)
+        if first is None or paragraph.startswith("\b"):
+            paragraphs.append(paragraph)
+            continue
+        if first:
+            paragraphs.append("\n".join(lines[:first]))
+        paragraphs.append("\b\n" + "\n".join(lines[first:]))
+    return "\n\n".join(paragraphs)
+
+
+def walk_commands(
+    command: click.Command, path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], click.Command]]:
+    """Every command and group below `command` (itself first), with its path of names."""
+    yield path, command
+    if isinstance(command, click.Group):
+        for name, sub in command.commands.items():
+            yield from walk_commands(sub, (*path, name))
+
 
 class FourdqboGroup(TyperGroup):
-    """Turns every expected failure into one line on stderr and its documented exit code."""
+    """Turns every expected failure into one line on stderr and its documented exit code.
+
+    As the root of the app it also formats the help of every command below it (one place,
+    so commands added later get it too): each `Example:` line stays on its own line.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for _, command in walk_commands(self):
+            if command.help:
+                command.help = keep_example_lines(command.help)
 
     def make_context(
         self,
@@ -104,7 +149,8 @@ app = typer.Typer(
     cls=FourdqboGroup,
     name="fourdqbo",
     help="Keep QuickBooks Online invoices in step with 4D EMR price quotes.\n\n"
-    "Example: fourdqbo sync run --quiet   (what cron runs every few minutes)",
+    "Example: fourdqbo sync run --quiet   (what cron runs every few minutes)\n"
+    "Example: fourdqbo --env-file /etc/fourdqbo/north.env sync run --quiet   (one practice)",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -126,10 +172,20 @@ def _root(
     ),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for failures."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log details to the console."),
+    env_file: str | None = typer.Option(
+        None,
+        "--env-file",
+        metavar="PATH",
+        help="Read settings from PATH instead of ./.env (relative paths in it are relative "
+        "to its directory): one file per practice.",
+    ),
 ) -> None:
     state = app_state(ctx)
     state.debug = debug
     state.verbose = verbose
+    # Checked when the settings are first read (exit 2 naming it), so that `--help` and
+    # the commands that need no settings (`demo`, `sandbox serve`) do not depend on it.
+    state.env_file = Path(env_file) if env_file is not None else None
 
 
 app.add_typer(config_cmd.app, name="config")

@@ -47,6 +47,10 @@ def status(
     if check:
         _upstreams(settings, checks)
     healthy = all(c.result != FAIL for c in checks)
+    if settings.metrics_file is not None:
+        from fourdqbo.metrics import write_status_metrics
+
+        write_status_metrics(settings)
     if as_json:
         emit_json(
             {

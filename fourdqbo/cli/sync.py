@@ -23,7 +23,7 @@ from fourdqbo.cli.output import (
     stdout_is_terminal,
 )
 from fourdqbo.config import Settings
-from fourdqbo.errors import LockHeld
+from fourdqbo.errors import FourdqboError, LockHeld
 
 app = typer.Typer(
     help="Sync completed 4D quotes to QBO invoices, and look after the sync's state.",
@@ -164,6 +164,7 @@ def run(
     stop = threading.Event()
     healthcheck = settings.healthcheck_url if not dry_run else ""
     progress: Any = RichProgress() if show_progress else SilentProgress()
+    metrics = _run_metrics(settings, dry_run)
     try:
         with connect(settings) as conn:
             engine = SyncEngine(settings, conn.fourd, conn.qbo, conn.state, progress, stop)
@@ -172,15 +173,45 @@ def run(
                 report = engine.run(options)
     except LockHeld:
         raise  # this run did nothing: nothing to report to the monitor
-    except BaseException:
+    except BaseException as exc:
         ping(healthcheck, "fail")  # including a broken setup (token, Redis): a person is needed
+        metrics(None, exc)
         raise
     ping(healthcheck, "success" if report.exit_code == 0 else "fail")
+    metrics(report, None)
     if as_json:
         emit_json(report.as_dict())
     elif not quiet or report.exit_code:
         _print_report(report, brief=quiet)
     raise typer.Exit(report.exit_code)
+
+
+def _run_metrics(settings: Settings, dry_run: bool) -> Any:
+    """What writes METRICS_FILE once this run ended: `(report, None)` or `(None, error)`.
+
+    A dry run writes none (like the health check and the run history, it is a person's
+    look, not a sync), and without METRICS_FILE prometheus_client is never imported.
+    """
+    if settings.metrics_file is None or dry_run:
+        return lambda report, error: None
+    from fourdqbo.log import RunContext
+    from fourdqbo.timefmt import utcnow
+
+    started_at, previous_run = utcnow(), RunContext.run_id
+
+    def write(report: Any, error: BaseException | None) -> None:
+        from fourdqbo.metrics import write_run_metrics
+
+        if report is not None:
+            code = report.exit_code
+        elif isinstance(error, FourdqboError):
+            code = error.exit_code
+        else:
+            code = 130 if isinstance(error, KeyboardInterrupt) else 1
+        run_id = RunContext.run_id if RunContext.run_id != previous_run else None
+        write_run_metrics(settings, report, exit_code=code, started_at=started_at, run_id=run_id)
+
+    return write
 
 
 def _print_report(report: Any, *, brief: bool) -> None:
