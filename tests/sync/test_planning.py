@@ -916,3 +916,28 @@ def test_planning_properties(s: dict[str, Any]) -> None:
             assert quote.draft.patient_id not in ambiguous
     created = [c.patient_id for c in plan.customers_to_create]
     assert len(created) == len(set(created))
+
+
+def test_a_customer_note_reaches_the_quotes_that_need_that_customer() -> None:
+    d = draft()
+    old = customer("60", "77.AB (deleted)", active=False)
+    wants = [PatientCustomerWant("77", "77.JQD")]
+    # 61 holds the plain name (seen in the exact answer only): reactivate without renaming.
+    template = "{patient_id}.{initials}"
+    resolution = resolve_customers(wants, [customer("61", "77.AB")], [old], template)
+    assert resolution.ambiguous == ()
+    plan = plan_sync([completed(d)], [], [], ITEM_IDS, resolution=resolution)
+    (quote,) = plan.quotes
+    assert quote.note is not None and "61" in quote.note
+
+
+@pytest.mark.parametrize("policy", [{"edits": "ignore"}, {"deletes": "keep"}])
+def test_an_unknown_qbo_policy_is_refused(policy: dict[str, str]) -> None:
+    with pytest.raises(ValueError, match="policy"):
+        plan_sync([], [], [], ITEM_IDS, **policy)
+
+
+def test_duplicates_of_a_reopened_quote_are_a_duplicate_invoices_conflict() -> None:
+    d = draft()
+    plan = plan_02(reopened(), [invoice_for(d), invoice_for(d, invoice_id="146")])
+    assert plan.action is Action.CONFLICT and plan.kind is AttentionKind.DUPLICATE_INVOICES
