@@ -33,7 +33,7 @@ from fourdqbo.sync.collaborators import (
     StateStore,
 )
 from fourdqbo.sync.extract import Extractor, Window
-from fourdqbo.sync.load import PAST, Loader, PlannedChunk, outcome_of
+from fourdqbo.sync.load import PAST, Loader, PlannedChunk, outcome_of, write_batch_size
 from fourdqbo.sync.mapping import customer_display_name
 from fourdqbo.sync.pipeline import Interrupted, run_chunks
 from fourdqbo.sync.planning import plan_sync
@@ -96,9 +96,7 @@ class SyncEngine:
                     "qbo": self.qbo.request_count,
                 }
                 if not options.dry_run:
-                    record_run(
-                        self.state, self.settings, report, window_from, started, self.now()
-                    )
+                    record_run(self.state, self.settings, report, window_from, started, self.now())
             log.info("sync run %s finished: %s", report.run_id, report.counts())
             return report
 
@@ -114,7 +112,16 @@ class SyncEngine:
         self.progress.window(len(window.numbers))
         if not window.numbers:
             return
-        loader = Loader(self.qbo, report, lock=lock, stop=self.stop, progress=self.progress)
+        loader = Loader(
+            self.qbo,
+            report,
+            lock=lock,
+            stop=self.stop,
+            progress=self.progress,
+            batch_size=write_batch_size(
+                self.settings.qbo_max_requests_per_minute, self.settings.qbo_max_batches_per_minute
+            ),
+        )
 
         def produce(numbers: tuple[str, ...]) -> PlannedChunk:
             return self._plan(extract, numbers, window)

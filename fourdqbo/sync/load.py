@@ -35,7 +35,8 @@ from fourdqbo.sync.report import QuoteOutcome, RunReport
 
 log = logging.getLogger(__name__)
 
-BATCH_LIMIT = 30
+BATCH_LIMIT = 30  # QBO's most items in one batch
+MIN_FILLING_BATCH = 20  # below this, a batch that divides the limit costs more than it fills
 RESOLVE_ROUNDS = 3  # rounds of "write, and look up what is uncertain" before giving up
 WRITES = (Action.CREATE, Action.UPDATE, Action.DELETE, Action.VOID)
 
@@ -49,6 +50,19 @@ PAST = {
     Action.CONFLICT: "conflict",
     Action.FAIL: "failed",
 }
+
+
+def write_batch_size(requests_per_window: int, batches_per_window: int) -> int:
+    """Items per write batch: the largest size up to 30 whose batches fill QBO's request
+    limit exactly (500 a minute: 25, 20 batches) within its batch limit, else 30.
+
+    Batches of 30 do not divide 500: at most 16 fit a window (480 items), so a long
+    backfill would settle at 0.94 of the limit; batches of 25 fill it.
+    """
+    for size in range(BATCH_LIMIT, MIN_FILLING_BATCH - 1, -1):
+        if requests_per_window % size == 0 and requests_per_window // size <= batches_per_window:
+            return size
+    return BATCH_LIMIT
 
 
 @dataclass(frozen=True)
@@ -83,7 +97,11 @@ class Loader:
         lock: RunLock | None,
         stop: threading.Event,
         progress: Progress,
+        batch_size: int = BATCH_LIMIT,
     ) -> None:
+        if not 1 <= batch_size <= BATCH_LIMIT:
+            raise ValueError(f"a write batch holds 1 to {BATCH_LIMIT} items")
+        self.batch_size = batch_size
         self.qbo = qbo
         self.report = report
         self.lock = lock
@@ -183,7 +201,7 @@ class Loader:
             if customer_key(c.display_name) not in self.customer_ids
             and customer_key(c.display_name) not in self.customer_errors
         ]
-        for chunk in _slices(pending, BATCH_LIMIT):
+        for chunk in _slices(pending, self.batch_size):
             items = [
                 _batch_item(
                     f"r{n}",
@@ -235,7 +253,7 @@ class Loader:
             if not pending:
                 return
             uncertain: list[str] = []
-            for chunk in _slices(pending, BATCH_LIMIT):
+            for chunk in _slices(pending, self.batch_size):
                 items = [
                     _batch_item(f"c{n}", "create", "Customer", {"DisplayName": name})
                     for n, name in enumerate(chunk)
@@ -288,7 +306,7 @@ class Loader:
             uncertain: list[_Write] = []
             voids = [w for w in pending if w.plan.action is Action.VOID]
             batched = [w for w in pending if w.plan.action is not Action.VOID]
-            for chunk in _slices(batched, BATCH_LIMIT):
+            for chunk in _slices(batched, self.batch_size):
                 items = [_invoice_item(n, w, item_ids) for n, w in enumerate(chunk)]
                 results = self._send(items, "invoice")
                 if results is None:
@@ -460,4 +478,12 @@ def _slices(values: list[Any], size: int) -> Iterable[list[Any]]:
         yield values[start : start + size]
 
 
-__all__ = ["BATCH_LIMIT", "PAST", "RESOLVE_ROUNDS", "Loader", "PlannedChunk", "outcome_of"]
+__all__ = [
+    "BATCH_LIMIT",
+    "PAST",
+    "RESOLVE_ROUNDS",
+    "Loader",
+    "PlannedChunk",
+    "outcome_of",
+    "write_batch_size",
+]
