@@ -28,14 +28,16 @@ from fourdqbo.sandbox.server import QboLimits, RequestRecord
 from fourdqbo.sync.engine import RunOptions, SyncEngine
 from fourdqbo.sync.pipeline import Interrupted
 from fourdqbo.sync.report import RunReport
+from tests.sync import test_engine
+from tests.sync.test_engine import SyncRun
 
 pytestmark = pytest.mark.integration
+
+sync = test_engine.sync  # the same `sync run --json` fixture, over this module's `env`
 
 CHUNK = 5
 QUOTES = 40  # 8 chunks
 PATIENTS = 8  # about five quotes each: every patient's quotes span several chunks
-
-SyncRun = Callable[..., tuple[int, dict[str, Any]]]
 
 
 @pytest.fixture
@@ -57,16 +59,6 @@ def env(sandbox_redis_env: dict[str, str]) -> dict[str, str]:
         "SYNC_LOCK_TTL_SECONDS": "3",
         "SYNC_CHUNK_SIZE": str(CHUNK),
     }
-
-
-@pytest.fixture
-def sync(env: dict[str, str]) -> SyncRun:
-    def run(*args: str, **overrides: str) -> tuple[int, dict[str, Any]]:
-        result = CliRunner().invoke(app, ["sync", "run", "--json", *args], env={**env, **overrides})
-        document = json.loads(result.stdout) if result.stdout.strip() else {}
-        return result.exit_code, document
-
-    return run
 
 
 def sync_status(env: dict[str, str]) -> dict[str, Any]:
