@@ -32,14 +32,22 @@ def register_sensitive(*values: str | None) -> None:
         if fresh <= _sensitive:
             return
         _sensitive.update(fresh)
-        ordered = sorted(_sensitive, key=len, reverse=True)
-        _pattern = re.compile("|".join(re.escape(v) for v in ordered), re.IGNORECASE)
+        # Compiled when a record is next scrubbed: compiling here, once per new patient
+        # name, made listing a window of thousands of patients quadratic (minutes).
+        _pattern = None
 
 
 def redact(text: str) -> str:
+    global _pattern
     pattern = _pattern
     if pattern is None:
-        return text
+        with _lock:
+            if not _sensitive:
+                return text
+            if _pattern is None:
+                ordered = sorted(_sensitive, key=len, reverse=True)
+                _pattern = re.compile("|".join(re.escape(v) for v in ordered), re.IGNORECASE)
+            pattern = _pattern
     return pattern.sub(REDACTED, text)
 
 
