@@ -279,11 +279,13 @@ def _child_sync(env: dict[str, str], clock_offset: float, send: Any) -> None:
             )
             report = engine.run(RunOptions())
         wall = time.perf_counter() - started
+        usage = resource.getrusage(resource.RUSAGE_SELF)
         send.send(
             {
                 "report": report.as_dict(),
                 "wall": wall,
-                "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                "peak_rss_kb": usage.ru_maxrss,
+                "cpu": usage.ru_utime + usage.ru_stime,
                 "chunk_size": settings.sync_chunk_size,
                 "fourd_in_flight": settings.fourd_max_in_flight,
             }
@@ -346,6 +348,7 @@ def run_benchmark(
     row("ideal", f"{measured.ideal:.2f} s", "longer of 4D fetch and QBO units at the limit")
     row("wall / ideal", f"{measured.wall / measured.ideal:.3f}")
     row("peak RSS of the sync", f"{measured.peak_rss_kb / 1024:.0f} MB", "its own process")
+    row("CPU of the sync", f"{result['cpu']:.1f} s", "user + system, its own process")
     row("audit", checked.summary(), f"{audit_seconds:.1f} s")
 
     # The next cron run: nothing changed in 4D since the full run.

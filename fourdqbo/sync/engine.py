@@ -43,7 +43,7 @@ from fourdqbo.timefmt import utcnow
 
 log = logging.getLogger(__name__)
 
-CHUNKS_AHEAD = 1  # chunks read and planned before the one being written is done
+CHUNKS_AHEAD = 2  # chunks read and planned before the one being written is done
 
 
 @dataclass(frozen=True)
