@@ -79,6 +79,10 @@ LOCK_FREE_SLACK = 0.3  # polling granularity allowed on top of the TTL
 LOSER_DEADLINE = 1.0  # seconds within which a run that finds the lock held must exit 75
 EXIT_LOCK_HELD = 75
 PHASES = ("fetch", "customers", "invoices")
+# SYNC_CHUNK_SIZE of the crash runs: several chunks, so kill points also land while a
+# later chunk is written and the next one read (the default 250 would make 300 quotes
+# two chunks, nearly all of the writes in the first).
+CRASH_CHUNK_SIZE = 60
 LOST_ANSWERS = ("commit_then_drop", "timeout", "drop", "commit_then_drop")
 ENV_PREFIXES = ("FOURD_", "4D_", "QBO_", "SYNC_", "STATE_", "REDIS_URL", "HTTP_")
 ENV_NAMES = ("LOGS_DIR", "DATA_DIR", "HEALTHCHECK_URL", "CUSTOMER_NAME_TEMPLATE")
@@ -136,6 +140,7 @@ class World:
         directory: Path | None = None,
         strict: bool = True,
         lock_ttl: float = LOCK_TTL,
+        chunk_size: int | None = None,
     ) -> None:
         self.sandbox = Sandbox(seed=seed, quotes=quotes, limits=LIMITS, timeout_delay=TIMEOUT_DELAY)
         if strict:
@@ -164,6 +169,8 @@ class World:
             HTTP_TIMEOUT_SECONDS=_number(HTTP_TIMEOUT),
             SYNC_LOCK_TTL_SECONDS=_number(lock_ttl),
         )
+        if chunk_size is not None:
+            self.env["SYNC_CHUNK_SIZE"] = str(chunk_size)
         self.settings: Settings = load_settings(self.env, dotenv_path=None)
         self.store = RedisStateStore(redis_url, self.prefix, self.sandbox.realm_id)
 
@@ -557,11 +564,19 @@ def crash_suite(
         f"crash: {len(points)} kill points on {quotes} quotes: {count} in a first sync "
         f"({sizes['fetch']} fetches, ~{sizes['customers']} customer batches, "
         f"{sizes['invoices']} invoice batches), {later} in a later run that updates, deletes "
-        f"and creates after 76 changes in 4D (3 invoice batches); lock TTL {LOCK_TTL:g} s"
+        f"and creates after 76 changes in 4D (3 invoice batches); chunks of {CRASH_CHUNK_SIZE}; "
+        f"lock TTL {LOCK_TTL:g} s"
     )
     results = []
     for n, point in enumerate(points, 1):
-        result = crash_once(point, redis_url=redis_url, seed=seed, quotes=quotes, strict=strict)
+        result = crash_once(
+            point,
+            redis_url=redis_url,
+            seed=seed,
+            quotes=quotes,
+            strict=strict,
+            chunk_size=CRASH_CHUNK_SIZE,
+        )
         results.append(result)
         audit_text = result.audit.summary() if result.audit else "no audit"
         freed = f"{result.lock_free_after:.2f} s" if result.lock_free_after is not None else "never"

@@ -1,7 +1,8 @@
 """Benchmark: one full sync of 1,000 completed quotes against the sandbox, then a no-op run.
 
     .venv/bin/python bench/sync_throughput.py [--quotes 1000 --patients 400 --seed 1
-                                               --window-seconds 5]
+                                               --window-seconds 5 --fourd-latency-ms 50
+                                               --qbo-latency-ms 30 --compare-rss]
 
 The sandbox (4D practice, QBO company, OAuth on loopback) is seeded with `--quotes`
 completed quotes for `--patients` patients that QBO has never seen, and QBO's throttle is
@@ -10,11 +11,12 @@ time-scaled: `--requests-per-window` requests (batch items counted one by one) a
 at once. fourdqbo gets the same limits (`sandbox.env`), so it paces itself to them. The
 state store is the file backend in a temporary directory; the sandbox mints the QBO token.
 
-Both runs go through `SyncEngine` in this process, each with fresh clients and state store
-as cron would start them, on the sandbox's clock (`now=`) so that time can move between
-them: the full run starts `SYNC_OVERLAP_SECONDS` + 2 minutes (simulated) after the seed's
-last edit in 4D, the no-op run one cron interval later, and the no-op run's window
-(watermark - overlap) then holds no quote: nothing changed in 4D.
+Both runs go through `SyncEngine` in a child process of their own (spawned, so that its
+peak RSS is the sync's alone: the sandbox stays in this process), each with fresh clients
+and state store as cron would start them, on the sandbox's clock (`now=`) so that time can
+move between them: the full run starts `SYNC_OVERLAP_SECONDS` + 2 minutes (simulated)
+after the seed's last edit in 4D, the no-op run one cron interval later, and the no-op
+run's window (watermark - overlap) then holds no quote: nothing changed in 4D.
 
 Every figure comes from the sandbox's request log of this very run; docs/performance.md
 defines them. Exit 0 when every target is met, 1 when one is missed.
@@ -24,28 +26,35 @@ from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
 import os
 import platform
+import resource
 import sys
 import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fourdqbo.config import Settings, load_settings
-from fourdqbo.sandbox import Sandbox
-from fourdqbo.sandbox.audit import Audit, audit
-from fourdqbo.sandbox.server import QboLimits, RequestRecord
-from fourdqbo.sync.engine import RunOptions, SyncEngine
-from fourdqbo.sync.report import RunReport
 
-# The targets of the sync issue.
+if TYPE_CHECKING:  # the sandbox is not imported by the child process that syncs
+    from fourdqbo.sandbox import Sandbox
+    from fourdqbo.sandbox.audit import Audit
+    from fourdqbo.sandbox.server import QboLimits, RequestRecord
+
+# The targets of the sync issue, and of issue 12 (a backfill at QBO's speed).
 MAX_429 = 5
-MIN_WRITE_RATE = 0.9
+MIN_WRITE_RATE = 0.95
+MAX_WALL_OVER_IDEAL = 1.15
+FIRST_WRITE_CHUNKS = 1.5  # first write within this many (measured) chunk fetch times
+MAX_RSS_RATIO = 1.5  # peak RSS of the large run over that of the 1,000-quote run
+RSS_BASE_QUOTES, RSS_BASE_PATIENTS = 1000, 400
 MAX_NOOP_REQUESTS = 2
 MAX_BATCH_ITEMS = 30  # QBO's batch size: the most write items one batch POST carries
 CRON_INTERVAL_SECONDS = 300  # simulated time between the full run and the no-op run
@@ -77,6 +86,24 @@ class Check:
     detail: str
 
 
+@dataclass(frozen=True)
+class Measured:
+    """One full run, measured: its report, the figures of issue 12, the pacing."""
+
+    report: dict[str, Any]
+    customers_created: int
+    wall: float
+    peak_rss_kb: int
+    pacing: Pacing
+    fourd_requests: int
+    first_write: float  # seconds from the run's first request to its first write
+    listing: float  # from the run's first request to its first quote fetch (the list call)
+    fetch_span: float  # first to last 4D quote fetch
+    chunk_fetch: float  # first to last fetch of the first chunk (not held back by writes)
+    qbo_units: int  # admitted QBO request units, reads and writes (batch items count one)
+    ideal: float  # max(4D fetch at its latency and concurrency, QBO units at the limit)
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Sync N completed quotes against the sandbox with time-scaled QBO limits."
@@ -93,15 +120,44 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--requests-per-window", type=int, default=500, help="(500)")
     parser.add_argument("--batches-per-window", type=int, default=40, help="(40)")
     parser.add_argument("--in-flight", type=int, default=10, help="(10)")
+    parser.add_argument(
+        "--fourd-latency-ms",
+        type=float,
+        default=0.0,
+        help="4D's latency per request in real-world ms (0); the sandbox adds it scaled "
+        "like the throttle window, i.e. times window-seconds / 60",
+    )
+    parser.add_argument(
+        "--qbo-latency-ms",
+        type=float,
+        default=0.0,
+        help="QBO's latency per request in real-world ms (0), scaled the same way",
+    )
+    parser.add_argument(
+        "--chunk-size", type=int, default=None, help="SYNC_CHUNK_SIZE (the setting's default)"
+    )
+    parser.add_argument(
+        "--compare-rss",
+        action="store_true",
+        help=f"first run {RSS_BASE_QUOTES} quotes / {RSS_BASE_PATIENTS} patients with the "
+        f"same options, and check the peak RSS of this run against it (at most "
+        f"{MAX_RSS_RATIO:g} times)",
+    )
     args = parser.parse_args(argv)
     if min(args.quotes, args.patients, args.requests_per_window, args.batches_per_window) < 1:
         parser.error("counts and limits must be at least 1")
     if args.window_seconds <= 0 or args.in_flight < 1:
         parser.error("--window-seconds must be positive and --in-flight at least 1")
+    if min(args.fourd_latency_ms, args.qbo_latency_ms) < 0:
+        parser.error("latencies cannot be negative")
+    if args.chunk_size is not None and args.chunk_size < 1:
+        parser.error("--chunk-size must be at least 1")
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from fourdqbo.sandbox.server import QboLimits
+
     args = parse_args(argv)
     # fourdqbo's warnings (retries, throttling) go to stderr; the figures to stdout.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s: %(message)s")
@@ -114,76 +170,157 @@ def main(argv: Sequence[str] | None = None) -> int:
     cores = os.cpu_count()
     print(f"machine     {platform.machine()}, {cores} cores, Python {platform.python_version()}")
     print(
-        f"sandbox     seed {args.seed}: {args.quotes} completed quotes of {args.patients} "
-        "new patients, none of them in QBO yet"
-    )
-    print(
         f"QBO limits  {limits.requests_per_window} requests (a batch item counts one) and "
         f"{limits.batches_per_window} batches per {limits.window_seconds:g}-second window, "
         f"{limits.in_flight} in flight"
     )
-    sandbox = Sandbox(
-        seed=args.seed,
-        quotes=args.quotes,
-        completed=args.quotes,
-        patients=args.patients,
-        preexisting=False,
-        limits=limits,
+    scale = args.window_seconds / 60
+    print(
+        f"latency     4D {args.fourd_latency_ms:g} ms, QBO {args.qbo_latency_ms:g} ms "
+        f"(real world), added as {args.fourd_latency_ms * scale:.2f} ms and "
+        f"{args.qbo_latency_ms * scale:.2f} ms (times {args.window_seconds:g} / 60)"
     )
-    with sandbox, tempfile.TemporaryDirectory(prefix="fourdqbo-bench-") as scratch:
-        settings = bench_settings(sandbox, Path(scratch))
-        checks = run_benchmark(sandbox, settings, limits)
+    baseline: Measured | None = None
+    if args.compare_rss:
+        print()
+        print(f"== baseline for peak RSS: {RSS_BASE_QUOTES} quotes, {RSS_BASE_PATIENTS} patients")
+        baseline, _ = bench_one(args, limits, RSS_BASE_QUOTES, RSS_BASE_PATIENTS)
+        print()
+        print(f"== {args.quotes} quotes, {args.patients} patients")
+    measured, checks = bench_one(args, limits, args.quotes, args.patients)
+    if baseline is not None:
+        ratio = measured.peak_rss_kb / baseline.peak_rss_kb
+        checks.append(
+            Check(
+                f"peak RSS at most {MAX_RSS_RATIO:g} x that of {RSS_BASE_QUOTES} quotes",
+                ratio <= MAX_RSS_RATIO,
+                f"{measured.peak_rss_kb / 1024:.0f} MB / {baseline.peak_rss_kb / 1024:.0f} MB"
+                f" = {ratio:.2f}",
+            )
+        )
     print()
     for check in checks:
         print(f"{'PASS' if check.passed else 'FAIL'}  {check.name}: {check.detail}")
     return 0 if all(check.passed for check in checks) else 1
 
 
-def bench_settings(sandbox: Sandbox, scratch: Path) -> Settings:
+def bench_one(
+    args: argparse.Namespace, limits: QboLimits, quotes: int, patients: int
+) -> tuple[Measured, list[Check]]:
+    from fourdqbo.sandbox import Sandbox
+
+    print(
+        f"sandbox     seed {args.seed}: {quotes} completed quotes of {patients} "
+        "new patients, none of them in QBO yet"
+    )
+    sandbox = Sandbox(
+        seed=args.seed,
+        quotes=quotes,
+        completed=quotes,
+        patients=patients,
+        preexisting=False,
+        limits=limits,
+    )
+    scale = args.window_seconds / 60
+    with sandbox, tempfile.TemporaryDirectory(prefix="fourdqbo-bench-") as scratch:
+        env = bench_env(sandbox, Path(scratch))
+        if args.chunk_size is not None:
+            env["SYNC_CHUNK_SIZE"] = str(args.chunk_size)
+        sandbox.knobs.fourd.latency_ms = args.fourd_latency_ms * scale
+        sandbox.knobs.qbo.latency_ms = args.qbo_latency_ms * scale
+        return run_benchmark(sandbox, env, limits)
+
+
+def bench_env(sandbox: Sandbox, scratch: Path) -> dict[str, str]:
     env = sandbox.env(scratch / "data")
     env.update(STATE_BACKEND="file", LOGS_DIR=str(scratch / "logs"))
+    return env
+
+
+def bench_settings(env: dict[str, str]) -> Settings:
     # Only what the sandbox says: no .env from the working directory, no shell exports.
     return load_settings(env, dotenv_path=None)
 
 
-def sync_once(sandbox: Sandbox, settings: Settings) -> RunReport:
-    """One `sync run` as cron starts it: fresh clients and state store; the sandbox's clock."""
-    from fourdqbo.cli.sync import connect
+def sync_in_child(env: dict[str, str], clock_offset: float) -> dict[str, Any]:
+    """One `sync run` in a spawned child process (nothing of this process's memory in it)."""
+    context = multiprocessing.get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_child_sync, args=(env, clock_offset, send), daemon=True)
+    child.start()
+    send.close()
+    try:
+        result: dict[str, Any] = receive.recv()
+    except EOFError:
+        result = {"error": f"the sync process died (exit {child.exitcode})"}
+    child.join()
+    if "error" in result:
+        raise SystemExit(f"sync run failed: {result['error']}")
+    return result
 
-    with connect(settings) as connections:
-        engine = SyncEngine(
-            settings,
-            connections.fourd,
-            connections.qbo,
-            connections.state,
-            now=sandbox.clock.now,
+
+def _child_sync(env: dict[str, str], clock_offset: float, send: Any) -> None:
+    """The child: fresh clients and state store, as `fourdqbo sync run` opens them."""
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s: %(message)s")
+    try:
+        from fourdqbo.cli.sync import connect
+        from fourdqbo.sync.engine import RunOptions, SyncEngine
+
+        offset = timedelta(seconds=clock_offset)
+        settings = bench_settings(env)
+        started = time.perf_counter()
+        with connect(settings) as connections:
+            engine = SyncEngine(
+                settings,
+                connections.fourd,
+                connections.qbo,
+                connections.state,
+                now=lambda: datetime.now(UTC) + offset,
+            )
+            report = engine.run(RunOptions())
+        wall = time.perf_counter() - started
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        send.send(
+            {
+                "report": report.as_dict(),
+                "wall": wall,
+                "peak_rss_kb": usage.ru_maxrss,
+                "cpu": usage.ru_utime + usage.ru_stime,
+                "chunk_size": settings.sync_chunk_size,
+                "fourd_in_flight": settings.fourd_max_in_flight,
+            }
         )
-        return engine.run(RunOptions())
+    except BaseException as exc:  # the parent says what went wrong
+        send.send({"error": f"{type(exc).__name__}: {exc}"})
+    finally:
+        send.close()
 
 
-def run_benchmark(sandbox: Sandbox, settings: Settings, limits: QboLimits) -> list[Check]:
+def run_benchmark(
+    sandbox: Sandbox, env: dict[str, str], limits: QboLimits
+) -> tuple[Measured, list[Check]]:
+    settings = bench_settings(env)
     # The seed's last edit is at least a minute before the seed. Starting the full run
     # overlap + 2 minutes later keeps every seeded edit out of the next run's window.
     sandbox.clock.advance(settings.sync_overlap_seconds + 120)
     sandbox.clear_requests()
-    started = time.perf_counter()
-    report = sync_once(sandbox, settings)
-    wall = time.perf_counter() - started
+    result = sync_in_child(env, clock_offset(sandbox))
+    report = result["report"]
     log = sandbox.requests
-    fourd_requests = sum(1 for r in log if r.service == "fourd")
-    pacing = measure_pacing([r for r in log if r.service == "qbo"], limits)
+    measured = measure(sandbox, result, log, limits)
+    pacing = measured.pacing
     started = time.perf_counter()
-    result = fast_audit(sandbox, settings)
+    checked = fast_audit(sandbox, settings)
     audit_seconds = time.perf_counter() - started
-    counts = report.counts()
+    counts = report["counts"]
     window = limits.window_seconds
 
     print()
-    print("full run")
-    row("wall time", f"{wall:.1f} s", f"{wall / window:.1f} windows")
+    print(f"full run (chunks of {result['chunk_size']})")
+    row("wall time", f"{measured.wall:.1f} s", f"{measured.wall / window:.1f} windows")
     row("quotes", format_counts(counts))
-    row("customers created", report.customers_created)
-    row("4D HTTP requests", fourd_requests)
+    row("customers created", measured.customers_created)
+    row("4D HTTP requests", measured.fourd_requests)
     row(
         "QBO HTTP requests",
         pacing.requests,
@@ -191,11 +328,10 @@ def run_benchmark(sandbox: Sandbox, settings: Settings, limits: QboLimits) -> li
     )
     row("429s received", pacing.throttled)
     row("write items", pacing.write_items, f"in {pacing.writes} write requests")
-    row(
-        "before the first write",
-        f"{seconds_to_first_write(log):.2f} s",
-        "4D list and fetches, QBO lookups",
-    )
+    row("before the first write", f"{measured.first_write:.2f} s", "from the run's first request")
+    row("  of which the 4D list", f"{measured.listing:.2f} s", "to the first quote fetch")
+    row("4D fetch span", f"{measured.fetch_span:.2f} s", "first to last quote fetch")
+    row("one chunk's fetch", f"{measured.chunk_fetch:.2f} s", "the first chunk's fetches")
     phase = pacing.phase_seconds
     row("writing phase", f"{phase:.2f} s", f"{phase / window:.2f} windows")
     row(
@@ -208,26 +344,33 @@ def run_benchmark(sandbox: Sandbox, settings: Settings, limits: QboLimits) -> li
     row("max write items in a window", pacing.max_write_items, f"limit {pacing.write_limit}")
     row("max QBO units in a window", pacing.max_units, f"limit {limits.requests_per_window}")
     row("max batches in a window", pacing.max_batches, f"limit {limits.batches_per_window}")
-    row("audit", result.summary(), f"{audit_seconds:.1f} s")
+    row("QBO request units", measured.qbo_units, "reads and write items")
+    row("ideal", f"{measured.ideal:.2f} s", "longer of 4D fetch and QBO units at the limit")
+    row("wall / ideal", f"{measured.wall / measured.ideal:.3f}")
+    row("peak RSS of the sync", f"{measured.peak_rss_kb / 1024:.0f} MB", "its own process")
+    row("CPU of the sync", f"{result['cpu']:.1f} s", "user + system, its own process")
+    row("audit", checked.summary(), f"{audit_seconds:.1f} s")
 
     # The next cron run: nothing changed in 4D since the full run.
     sandbox.clock.advance(CRON_INTERVAL_SECONDS)
     sandbox.clear_requests()
-    started = time.perf_counter()
-    noop = sync_once(sandbox, settings)
-    noop_wall = time.perf_counter() - started
+    noop = sync_in_child(env, clock_offset(sandbox))
     noop_log = sandbox.requests
     noop_qbo = sum(1 for r in noop_log if r.service == "qbo")
     noop_fourd = sum(1 for r in noop_log if r.service == "fourd")
     print()
     print(f"no-op run, {CRON_INTERVAL_SECONDS} s (simulated) later")
-    row("wall time", f"{noop_wall:.2f} s")
-    row("quotes", format_counts(noop.counts()) or "none in the window")
+    row("wall time", f"{noop['wall']:.2f} s")
+    row("quotes", format_counts(noop["report"]["counts"]) or "none in the window")
     row("HTTP requests", len(noop_log), f"4D {noop_fourd}, QBO {noop_qbo}")
-    row("watermark advanced", str(noop.watermark_advanced).lower())
+    row("watermark advanced", str(noop["report"]["watermark_advanced"]).lower())
 
     completed = len(sandbox.practice.completed_numbers())
-    return [
+    # The window must be listed before anything else (one 4D request, as long as the
+    # window is big); from then on the first write waits for one chunk only.
+    first_write_limit = FIRST_WRITE_CHUNKS * measured.chunk_fetch
+    after_listing = measured.first_write - measured.listing
+    checks = [
         Check(
             "every quote synced",
             counts.get("created") == completed and counts.get("failed") == 0,
@@ -235,8 +378,8 @@ def run_benchmark(sandbox: Sandbox, settings: Settings, limits: QboLimits) -> li
         ),
         Check(
             "converged (0 duplicates, 0 mismatches)",
-            result.converged and not result.duplicates and not result.mismatched,
-            result.summary(),
+            checked.converged and not checked.duplicates and not checked.mismatched,
+            checked.summary(),
         ),
         Check(f"at most {MAX_429} 429s", pacing.throttled <= MAX_429, f"{pacing.throttled}"),
         Check(
@@ -253,11 +396,60 @@ def run_benchmark(sandbox: Sandbox, settings: Settings, limits: QboLimits) -> li
             f"{pacing.rate_fraction:.3f}",
         ),
         Check(
+            f"wall at most {MAX_WALL_OVER_IDEAL} x ideal",
+            measured.wall <= MAX_WALL_OVER_IDEAL * measured.ideal,
+            f"{measured.wall:.2f} s / {measured.ideal:.2f} s = "
+            f"{measured.wall / measured.ideal:.3f}",
+        ),
+        Check(
+            f"first write within one chunk's fetch after the 4D list (x {FIRST_WRITE_CHUNKS:g}"
+            " for the chunk's look-ups)",
+            after_listing <= first_write_limit,
+            f"{after_listing:.2f} s after the list, limit {first_write_limit:.2f} s",
+        ),
+        Check(
             f"no-op run: at most {MAX_NOOP_REQUESTS} requests, none to QBO",
             len(noop_log) <= MAX_NOOP_REQUESTS and noop_qbo == 0,
             f"{len(noop_log)} requests ({noop_qbo} to QBO)",
         ),
     ]
+    return measured, checks
+
+
+def clock_offset(sandbox: Sandbox) -> float:
+    """How far the sandbox's clock is ahead of the wall clock (the child runs on it)."""
+    return (sandbox.clock.now() - datetime.now(UTC)).total_seconds()
+
+
+def measure(
+    sandbox: Sandbox, result: dict[str, Any], log: Sequence[RequestRecord], limits: QboLimits
+) -> Measured:
+    """Issue 12's figures from the request log: first write, fetch span, ideal."""
+    qbo = [r for r in log if r.service == "qbo"]
+    pacing = measure_pacing(qbo, limits)
+    fetches = sorted(r.at for r in log if r.service == "fourd" and r.path == "quotes")
+    fetch_span = (fetches[-1] - fetches[0]).total_seconds() if len(fetches) > 1 else 0.0
+    # The first chunk's fetches: later chunks are read only as fast as writes make room.
+    first_chunk = fetches[: result["chunk_size"]]
+    chunk_fetch = (first_chunk[-1] - first_chunk[0]).total_seconds() if first_chunk else 0.0
+    units = sum(r.batch_items or 1 for r in qbo if r.status != 429)
+    fourd_latency = sandbox.knobs.fourd.latency_ms / 1000
+    ideal_fetch = len(fetches) * fourd_latency / result["fourd_in_flight"]
+    ideal_qbo = units / limits.requests_per_window * limits.window_seconds
+    return Measured(
+        report=result["report"],
+        customers_created=result["report"]["customers"]["created"],
+        wall=result["wall"],
+        peak_rss_kb=result["peak_rss_kb"],
+        pacing=pacing,
+        fourd_requests=sum(1 for r in log if r.service == "fourd"),
+        first_write=seconds_to_first_write(log),
+        listing=(fetches[0] - min(r.at for r in log)).total_seconds() if fetches else 0.0,
+        fetch_span=fetch_span,
+        chunk_fetch=chunk_fetch,
+        qbo_units=units,
+        ideal=max(ideal_fetch, ideal_qbo),
+    )
 
 
 def measure_pacing(qbo: Sequence[RequestRecord], limits: QboLimits) -> Pacing:
@@ -357,6 +549,8 @@ class _IndexedCompany:
 
 
 def fast_audit(sandbox: Sandbox, settings: Settings) -> Audit:
+    from fourdqbo.sandbox.audit import audit
+
     view = SimpleNamespace(practice=sandbox.practice, company=_IndexedCompany(sandbox.company))
     return audit(view, settings)
 

@@ -78,8 +78,9 @@ def _remember(values: set[str], secrets: set[str]) -> None:
             return
         _sensitive.update(values)
         _secrets = tuple(sorted(known | {s.casefold() for s in secrets}))
-        ordered = sorted(_sensitive, key=len, reverse=True)
-        _pattern = re.compile("|".join(re.escape(v) for v in ordered), re.IGNORECASE)
+        # Compiled when a record is next scrubbed: compiling here, once per new patient
+        # name, made listing a window of thousands of patients quadratic (minutes).
+        _pattern = None
 
 
 def redact(text: str, *, secrets: Iterable[str] = ()) -> str:
@@ -89,7 +90,7 @@ def redact(text: str, *, secrets: Iterable[str] = ()) -> str:
 
     `secrets` are scrubbed the same way for this call only (a token the caller holds).
     """
-    pattern = _pattern
+    pattern = _compiled()
     if pattern is not None:
         text = pattern.sub(REDACTED, text)
     extra = tuple(v.strip() for v in secrets if v and len(v.strip()) >= _MIN_FRAGMENT)
@@ -100,6 +101,20 @@ def redact(text: str, *, secrets: Iterable[str] = ()) -> str:
     if known:
         text = _FRAGMENT.sub(lambda match: _scrub_fragment(match, known), text)
     return text
+
+
+def _compiled() -> re.Pattern[str] | None:
+    global _pattern
+    pattern = _pattern
+    if pattern is None:
+        with _lock:
+            if not _sensitive:
+                return None
+            if _pattern is None:
+                ordered = sorted(_sensitive, key=len, reverse=True)
+                _pattern = re.compile("|".join(re.escape(v) for v in ordered), re.IGNORECASE)
+            pattern = _pattern
+    return pattern
 
 
 def _scrub_credential(match: re.Match[str]) -> str:

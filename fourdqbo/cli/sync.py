@@ -6,7 +6,7 @@ import contextlib
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,36 +73,103 @@ def connect(settings: Settings, *, clients: bool = True) -> Iterator[Connections
 
 
 class RichProgress:
-    """Live progress on a terminal: the phase and a bar for the countable ones."""
+    """Live progress of the whole window on a terminal: quotes done of the total, write
+    items answered, the measured write rate and an ETA from it.
 
-    def __init__(self) -> None:
+    The ETA assumes the quotes still to do need as many writes per quote as those done
+    so far, at the write rate measured since the first write. The engine's producer
+    thread reports too, so every update takes the lock.
+    """
+
+    def __init__(self, clock: Callable[[], float] | None = None) -> None:
+        import time
+
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+        self._clock = clock or time.monotonic
         self._progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"),
             console=Console(stderr=True),
             transient=True,
         )
+        self._lock = threading.Lock()
         self._task: Any = None
+        self._phase = "starting"
+        self._total: int | None = None
+        self._done = 0
+        self._writes = 0
+        self._first_write: float | None = None
 
     def __enter__(self) -> RichProgress:
         self._progress.start()
+        self._task = self._progress.add_task(self._phase, total=None, detail="")
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._progress.stop()
 
-    def phase(self, name: str, total: int | None = None) -> None:
-        if self._task is not None:
-            self._progress.remove_task(self._task)
-        self._task = self._progress.add_task(name, total=total)
+    def window(self, total: int) -> None:
+        with self._lock:
+            self._total = total
+            self._show()
 
-    def advance(self, amount: int = 1) -> None:
-        if self._task is not None:
-            self._progress.advance(self._task, amount)
+    def phase(self, name: str) -> None:
+        with self._lock:
+            self._phase = name
+            self._show()
+
+    def quotes_done(self, count: int) -> None:
+        with self._lock:
+            self._done += count
+            self._show()
+
+    def wrote(self, count: int) -> None:
+        with self._lock:
+            if self._first_write is None:
+                self._first_write = self._clock()
+            self._writes += count
+            self._show()
+
+    def detail(self) -> str:
+        """The text after the bar: writes, rate and ETA (what a person waits for)."""
+        parts = [f"writes {self._writes}"]
+        rate = self.write_rate()
+        if rate:
+            parts.append(f"{rate:.1f}/s")
+        eta = self.eta_seconds()
+        if eta is not None:
+            minutes, seconds = divmod(int(eta + 0.5), 60)
+            parts.append(f"ETA {minutes}:{seconds:02d}")
+        return "  ".join(parts)
+
+    def write_rate(self) -> float | None:
+        if self._first_write is None or self._writes < 2:
+            return None
+        elapsed = self._clock() - self._first_write
+        return self._writes / elapsed if elapsed > 0 else None
+
+    def eta_seconds(self) -> float | None:
+        rate = self.write_rate()
+        if rate is None or not self._done or self._total is None:
+            return None
+        remaining = max(self._total - self._done, 0)
+        return remaining * (self._writes / self._done) / rate
+
+    def _show(self) -> None:
+        if self._task is None:
+            return
+        label = "quotes" if self._done else self._phase
+        self._progress.update(
+            self._task,
+            description=label,
+            total=self._total,
+            completed=self._done,
+            detail=self.detail(),
+        )
 
 
 @contextlib.contextmanager

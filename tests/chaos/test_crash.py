@@ -50,6 +50,33 @@ def test_killed_run_frees_its_lock_keeps_the_watermark_and_the_next_run_converge
         assert result.writes_before_kill > 0  # the kill really landed among the writes
 
 
+@pytest.mark.parametrize(
+    ("phase", "k"),
+    [("customers", 3), ("invoices", 4)],
+    ids=["while-creating-customers-of-a-later-chunk", "while-writing-invoices-of-a-later-chunk"],
+)
+def test_a_run_killed_in_a_later_chunk_converges_and_keeps_the_watermark(
+    chaos: ModuleType,
+    redis_url: str,
+    world_options: dict[str, object],
+    phase: str,
+    k: int,
+) -> None:
+    # Chunks of 20: 120 quotes are 6 chunks. A chunk has fewer writes of each kind than
+    # a batch holds, so it sends at most one customer and one invoice batch: the k-th
+    # batch (k >= 3) belongs to the k-th chunk or a later one, written while the next
+    # chunk is read.
+    point = chaos.KillPoint(phase, k, 0.0)
+    result = chaos.crash_once(
+        point, redis_url=redis_url, seed=SEED, quotes=QUOTES, chunk_size=20, **world_options
+    )
+    assert result.reached and result.killed, f"the run ended before {point}"
+    assert result.problems == []
+    assert result.watermark_kept
+    assert result.writes_before_kill >= k
+    assert result.audit is not None and result.audit.converged, result.audit.summary()
+
+
 def test_kill_points_are_seeded_and_cover_every_phase(chaos: ModuleType) -> None:
     sizes = {"fetch": 167, "customers": 5, "invoices": 6}
     points = chaos.kill_points(24, 1, sizes)

@@ -1,0 +1,195 @@
+"""Extract: what one run covers, and each chunk of it read from 4D and looked up in QBO.
+
+`Extractor.window` lists the quotes changed in 4D since the window's start and puts the
+retry queue and the open conflicts first (or takes the explicit `--quote` numbers).
+`Extractor.chunk` reads one chunk of those numbers in full from 4D (only the completed
+ones: a summary's status is enough to know that a quote is no longer completed), maps
+them to invoice drafts and looks up in bulk what QBO holds for them: invoices by
+DocNumber, customers by DisplayName (inactive ones included). The Item ids are looked up
+once per run, on the first chunk that has a draft. Reads only; the pipeline's producer
+thread runs it while the previous chunk is written.
+
+Where 0.2 grows it: the CDC read belongs in a `begin()` called once before the first
+chunk; the customers' patient-id pattern look-ups in `_customers`, after the exact names.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from fourdqbo.config import Settings
+from fourdqbo.emr.records import STATUS_COMPLETED, Quote
+from fourdqbo.errors import ConfigError, FourdqboError
+from fourdqbo.qbo.records import Customer, Invoice
+from fourdqbo.sync.collaborators import FourDSource, Progress, QBOBooks, StateStore
+from fourdqbo.sync.mapping import InvoiceDraft, LineKind, MappingError, MappingRules, map_quote
+from fourdqbo.sync.planning import QuoteInput
+
+log = logging.getLogger(__name__)
+
+ITEM_SETTINGS = {
+    LineKind.PROCEDURE: ("QBO_ITEM_PROCEDURE", "qbo_item_procedure"),
+    LineKind.SUPPLIES: ("QBO_ITEM_SUPPLIES", "qbo_item_supplies"),
+    LineKind.ANESTHESIA: ("QBO_ITEM_ANESTHESIA", "qbo_item_anesthesia"),
+    LineKind.FACILITY: ("QBO_ITEM_FACILITY", "qbo_item_facility"),
+}
+
+
+@dataclass(frozen=True)
+class Listed:
+    """What the run keeps of a `quotes/list` row (not its patient name or free text)."""
+
+    version: int
+    status_id: int | None
+    patient_id: str | None
+
+
+@dataclass(frozen=True)
+class Window:
+    """The quote numbers of one run, in the order they are worked, and their list rows."""
+
+    numbers: tuple[str, ...]
+    listed: Mapping[str, Listed]
+
+    def chunks(self, size: int) -> Iterator[tuple[str, ...]]:
+        if size < 1:
+            raise ValueError("a chunk holds at least one quote")
+        for start in range(0, len(self.numbers), size):
+            yield self.numbers[start : start + size]
+
+
+@dataclass(frozen=True)
+class Extracted:
+    """One chunk read from 4D and looked up in QBO: what planning needs, and no Quote."""
+
+    inputs: tuple[QuoteInput, ...]
+    invoices: tuple[Invoice, ...]
+    customers: tuple[Customer, ...]
+    item_ids: Mapping[LineKind, str]
+
+
+class Extractor:
+    """The reading side of one run. One instance per run (it caches the Item ids)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        fourd: FourDSource,
+        qbo: QBOBooks,
+        state: StateStore,
+        progress: Progress,
+    ) -> None:
+        self.settings = settings
+        self.fourd = fourd
+        self.qbo = qbo
+        self.state = state
+        self.progress = progress
+        self.rules = MappingRules.from_settings(settings)
+        self._item_ids: dict[LineKind, str] | None = None
+        self._items_lock = threading.Lock()
+
+    def window(self, quotes: Sequence[str], window_from: datetime | None) -> Window:
+        """Retry queue and open conflicts first, then the window; or exactly `quotes`."""
+        self.progress.phase("listing changed quotes")
+        listed: dict[str, Listed] = {}
+        if window_from is not None:
+            for summary in self.fourd.list_quotes(window_from):
+                listed.setdefault(
+                    summary.number,
+                    Listed(summary.version, summary.status_id, summary.patient_id),
+                )
+        if quotes:
+            numbers = _unique(quotes)
+        else:
+            queued = [entry.quote for entry in self.state.retry_queue()]
+            conflicted = [entry.quote for entry in self.state.conflicts()]
+            numbers = _unique([*queued, *conflicted, *listed])
+        return Window(tuple(numbers), listed)
+
+    def chunk(self, numbers: Sequence[str], window: Window) -> Extracted:
+        """Fetch the chunk's completed quotes, map them, look the chunk up in QBO."""
+        listed = window.listed
+        to_fetch = [
+            n for n in numbers if n not in listed or listed[n].status_id == STATUS_COMPLETED
+        ]
+        self.progress.phase("fetching quotes")
+        fetched: Mapping[str, Quote | FourdqboError] = {}
+        if to_fetch:
+            fetched = self.fourd.get_quotes(to_fetch)
+        inputs = tuple(self._input(n, listed.get(n), fetched.get(n)) for n in numbers)
+        del fetched  # the Quote bodies: only the drafts go on
+        self.progress.phase("looking up QBO")
+        drafts = [i.draft for i in inputs if i.draft is not None]
+        item_ids = self.item_ids() if drafts else {}
+        invoices = self.qbo.find_invoices_by_doc_numbers([i.number for i in inputs])
+        return Extracted(inputs, tuple(invoices), tuple(self._customers(drafts)), item_ids)
+
+    def item_ids(self) -> dict[LineKind, str]:
+        """The four line kinds' QBO Item ids, looked up once per run; unknown is exit 2."""
+        with self._items_lock:
+            if self._item_ids is None:
+                self._item_ids = self._look_up_items()
+            return self._item_ids
+
+    def _customers(self, drafts: Sequence[InvoiceDraft]) -> list[Customer]:
+        names = _unique([d.customer_name for d in drafts])
+        if not names:
+            return []
+        return self.qbo.find_customers_by_names(names, include_inactive=True)
+
+    def _input(
+        self, number: str, listed: Listed | None, fetched: Quote | FourdqboError | None
+    ) -> QuoteInput:
+        if isinstance(fetched, FourdqboError):
+            version = listed.version if listed else 0
+            status = listed.status_id if listed else None
+            return QuoteInput(number, version, status, None, None, error=str(fetched))
+        if fetched is None:
+            assert listed is not None
+            return QuoteInput(number, listed.version, listed.status_id, listed.patient_id, None)
+        draft: InvoiceDraft | None = None
+        error = None
+        if fetched.status_id == STATUS_COMPLETED:
+            try:
+                draft = map_quote(fetched, self.rules)
+            except MappingError as exc:
+                error = str(exc)
+        return QuoteInput(
+            number, fetched.version, fetched.status_id, fetched.patient_id, draft, error=error
+        )
+
+    def _look_up_items(self) -> dict[LineKind, str]:
+        wanted: dict[LineKind, str] = {}
+        ids: dict[LineKind, str] = {}
+        for kind, (_, attribute) in ITEM_SETTINGS.items():
+            value = getattr(self.settings, attribute).strip()
+            if value.isdigit():
+                ids[kind] = value
+            else:
+                wanted[kind] = value
+        if wanted:
+            found = {
+                item.name.lower(): item
+                for item in self.qbo.find_items_by_names(_unique(wanted.values()))
+            }
+            for kind, name in wanted.items():
+                item = found.get(name.lower())
+                if item is None:
+                    variable = ITEM_SETTINGS[kind][0]
+                    raise ConfigError(
+                        f"QBO has no product/service named {name!r} ({variable}); "
+                        "create it in QuickBooks or set the variable to an existing item"
+                    )
+                ids[kind] = item.id
+        return ids
+
+
+def _unique(values: Sequence[str] | Mapping[str, object]) -> list[str]:
+    return list(dict.fromkeys(values))
+
+
+__all__ = ["ITEM_SETTINGS", "Extracted", "Extractor", "Listed", "Window"]

@@ -1,0 +1,542 @@
+"""Load: carry out one chunk's plan in QBO, resolving every unknown outcome by looking.
+
+Write phases, in order, in batches of at most 30: reactivate the inactive customers the
+chunk's invoices need, create the missing customers, then the invoices (create, update,
+delete; voids one by one). A write whose outcome is unknown (a lost answer, a duplicate
+DocNumber, a stale SyncToken, a name QBO says is taken) is never sent blindly again: the
+document is looked up first, for up to `RESOLVE_ROUNDS` rounds. Before each batch the
+run stops cleanly on a signal or a lost lock, and the QBO client checks the lock again
+right before a write leaves (after its pacing waits).
+
+A `Loader` lives for the whole run: the customers it created or reactivated (and the
+ones it could not) are kept across chunks, so a patient whose quotes fall in several
+chunks gets one customer even when a later chunk was looked up before an earlier one
+created it. Every quote of the chunk ends up in the report, written or not.
+
+Where 0.2 grows it: ledger entries are made from the `_Write`s that are `done` (invoice
+id, SyncToken after the write, intuit_tid) in `_record_writes`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import Any
+
+from fourdqbo.errors import MalformedPayload, OutcomeUnknown, QBOFault, StateStoreError
+from fourdqbo.qbo.records import Customer, Invoice
+from fourdqbo.sync.collaborators import Progress, QBOBooks, RunLock
+from fourdqbo.sync.mapping import LineKind, draft_matches, invoice_payload, update_payload
+from fourdqbo.sync.pipeline import Interrupted
+from fourdqbo.sync.planning import Action, Plan, QuotePlan, customer_key
+from fourdqbo.sync.report import QuoteOutcome, RunReport
+
+log = logging.getLogger(__name__)
+
+BATCH_LIMIT = 30  # QBO's most items in one batch
+WRITES_IN_FLIGHT = 2  # write batches sent at once (QBO allows 10 requests in flight)
+MIN_FILLING_BATCH = 20  # below this, a batch that divides the limit costs more than it fills
+RESOLVE_ROUNDS = 3  # rounds of "write, and look up what is uncertain" before giving up
+WRITES = (Action.CREATE, Action.UPDATE, Action.DELETE, Action.VOID)
+
+PAST = {
+    Action.CREATE: "created",
+    Action.UPDATE: "updated",
+    Action.DELETE: "deleted",
+    Action.VOID: "voided",
+    Action.UNCHANGED: "unchanged",
+    Action.SKIP: "skipped",
+    Action.CONFLICT: "conflict",
+    Action.FAIL: "failed",
+}
+
+
+def write_batch_size(requests_per_window: int, batches_per_window: int) -> int:
+    """Items per write batch: the largest size up to 30 whose batches fill QBO's request
+    limit exactly (500 a minute: 25, 20 batches) within its batch limit, else 30.
+
+    Batches of 30 do not divide 500: at most 16 fit a window (480 items), so a long
+    backfill would settle at 0.94 of the limit; batches of 25 fill it.
+    """
+    for size in range(BATCH_LIMIT, MIN_FILLING_BATCH - 1, -1):
+        if requests_per_window % size == 0 and requests_per_window // size <= batches_per_window:
+            return size
+    return BATCH_LIMIT
+
+
+@dataclass(frozen=True)
+class PlannedChunk:
+    """What the producer hands the loader: a chunk's plan and what it was planned from."""
+
+    plan: Plan
+    customers: tuple[Customer, ...]  # what the chunk's look-up found
+    item_ids: Mapping[LineKind, str]
+
+
+@dataclass
+class _Write:
+    """One planned invoice write and what we learn about it."""
+
+    plan: QuotePlan
+    customer_id: str | None
+    invoice: Invoice | None  # the current QBO invoice for update/delete/void
+    done: bool = False
+    invoice_id: str | None = None
+    error: str | None = None
+
+
+class Loader:
+    """The writing side of one run (the calling thread of the pipeline)."""
+
+    def __init__(
+        self,
+        qbo: QBOBooks,
+        report: RunReport,
+        *,
+        lock: RunLock | None,
+        stop: threading.Event,
+        progress: Progress,
+        batch_size: int = BATCH_LIMIT,
+        writes_in_flight: int = WRITES_IN_FLIGHT,
+    ) -> None:
+        if not 1 <= batch_size <= BATCH_LIMIT:
+            raise ValueError(f"a write batch holds 1 to {BATCH_LIMIT} items")
+        if writes_in_flight < 1:
+            raise ValueError("at least one write must be allowed in flight")
+        self.batch_size = batch_size
+        self.writes_in_flight = writes_in_flight
+        self.qbo = qbo
+        self.report = report
+        self.lock = lock
+        self.stop = stop
+        self.progress = progress
+        # Run-wide, by DisplayName key: customers known active (found, created or
+        # reactivated), and those this run could not get (not tried again this run).
+        self.customer_ids: dict[str, str] = {}
+        self.customer_errors: dict[str, str] = {}
+
+    # -- one chunk -----------------------------------------------------------------------
+
+    def load(self, chunk: PlannedChunk) -> None:
+        """Write one chunk and record every one of its quotes in the report."""
+        plan = chunk.plan
+        for customer in chunk.customers:
+            if customer.active:
+                self.customer_ids.setdefault(customer_key(customer.display_name), customer.id)
+        writes_needed = [p for p in plan.quotes if p.action in WRITES]
+        for quote_plan in plan.quotes:
+            if quote_plan.action not in WRITES:
+                self.report.record(outcome_of(quote_plan, PAST[quote_plan.action]))
+        if not writes_needed:
+            self.progress.quotes_done(len(plan.quotes))
+            return
+        self.progress.phase("writing")
+        self._reactivate(plan.customers_to_reactivate)
+        self._create_customers([c.display_name for c in plan.customers_to_create])
+        writes: list[_Write] = []
+        for quote_plan in writes_needed:
+            customer_id = None
+            if quote_plan.action in (Action.CREATE, Action.UPDATE):
+                name = customer_key(quote_plan.customer_name or "")
+                customer_id = self.customer_ids.get(name)
+                if customer_id is None:
+                    error = self.customer_errors.get(name, "customer could not be created")
+                    self.report.record(outcome_of(quote_plan, "failed", error=error))
+                    continue
+            writes.append(_Write(quote_plan, customer_id, quote_plan.invoice))
+        try:
+            self._write_invoices(writes, chunk.item_ids)
+            # The last batch may have gone out after the lock was lost (a run frozen past
+            # its TTL): then this run must not pass for a clean one (exit 3, no watermark).
+            self.check_lock()
+        finally:
+            self._record_writes(writes)
+            self.progress.quotes_done(len(plan.quotes))
+
+    # -- the lock ------------------------------------------------------------------------
+
+    def checkpoint(self) -> None:
+        """Between batches: stop cleanly on a signal or when the lock was lost."""
+        if self.stop.is_set():
+            raise Interrupted("interrupted: finished the batch in flight and stopped")
+        self.check_lock()
+
+    def check_lock(self) -> None:
+        """Raise StateStoreError unless the lock is still ours.
+
+        The heartbeat thread only notices a lost lock when it next beats; a run frozen past
+        its TTL (SIGSTOP, a suspended VM) wakes with that thread and this one racing. So
+        ownership is also asked of the store here, synchronously. A store that does not
+        answer is left to the heartbeat: the lock stays ours until its TTL runs out.
+        """
+        lock = self.lock
+        if lock is None:
+            return
+        held = not lock.lost
+        if held:
+            try:
+                held = bool(lock.extend())
+            except StateStoreError as exc:
+                log.warning("could not check the sync lock, carrying on: %s", exc)
+        if not held:
+            reason = lock.lost_reason or "it expired or another run took it"
+            raise StateStoreError(f"lost the sync lock ({reason}); stopped")
+
+    # -- batches -------------------------------------------------------------------------
+
+    def _send(self, items: list[Any], what: str) -> dict[str, Any] | None:
+        """One write batch after the checkpoint; answers by bId, or None when the outcome
+        is unknown (the caller then looks the documents up instead of writing again)."""
+        self.checkpoint()
+        try:
+            results = {r.bid: r for r in self.qbo.batch(items)}
+        except (OutcomeUnknown, MalformedPayload) as exc:
+            log.warning("%s batch outcome unknown (%s); looking the documents up", what, exc)
+            return None
+        self.progress.wrote(len(items))
+        return results
+
+    def _send_batches(
+        self, batches: list[list[Any]], what: str
+    ) -> Iterator[tuple[int, dict[str, Any] | None]]:
+        """Send independent batches, `writes_in_flight` at once; yields (index, answers)
+        in the order given.
+
+        One batch at a time would make the round trip the pace whenever it is longer
+        than the limiter's interval (25 items at 500 a minute: 3 s, but 50 ms on a
+        benchmark's 1-second "minute"). When a batch raises (a stop, a lost lock), no
+        further batch is sent, the ones in flight are finished and their answers yielded
+        (they may have written), then the error is raised.
+        """
+        if self.writes_in_flight == 1 or len(batches) == 1:
+            for index, items in enumerate(batches):
+                yield index, self._send(items, what)
+            return
+        error: BaseException | None = None
+        with ThreadPoolExecutor(self.writes_in_flight, thread_name_prefix="qbo-write") as pool:
+            in_flight: deque[tuple[int, Future[dict[str, Any] | None]]] = deque()
+            following = 0
+
+            def send_next() -> None:
+                nonlocal following
+                in_flight.append((following, pool.submit(self._send, batches[following], what)))
+                following += 1
+
+            while following < len(batches) and len(in_flight) < self.writes_in_flight:
+                send_next()
+            while in_flight:
+                index, future = in_flight.popleft()
+                try:
+                    results = future.result()
+                except BaseException as exc:  # raised below, once the others are in
+                    error = error or exc
+                    continue
+                if error is None and following < len(batches):
+                    send_next()
+                yield index, results
+        if error is not None:
+            raise error
+
+    def _reactivate(self, customers: Sequence[Customer]) -> None:
+        # An earlier chunk may have reactivated it since this chunk was looked up.
+        pending = [
+            c
+            for c in customers
+            if customer_key(c.display_name) not in self.customer_ids
+            and customer_key(c.display_name) not in self.customer_errors
+        ]
+        for chunk in _slices(pending, self.batch_size):
+            items = [
+                _batch_item(
+                    f"r{n}",
+                    "update",
+                    "Customer",
+                    {"Id": c.id, "SyncToken": c.sync_token, "sparse": True, "Active": True},
+                )
+                for n, c in enumerate(chunk)
+            ]
+            results = self._send(items, "customer reactivation") or {}
+            unsure: list[Customer] = []
+            for n, customer in enumerate(chunk):
+                result = results.get(f"r{n}")
+                if result is not None and result.fault is None:
+                    self.customer_ids[customer_key(customer.display_name)] = customer.id
+                    self.report.customers_reactivated += 1
+                else:
+                    unsure.append(customer)
+            if unsure:
+                # Unknown or refused: read them back (reactivation is idempotent).
+                found = self.qbo.find_customers_by_names(
+                    [c.display_name for c in unsure], include_inactive=True
+                )
+                active = {customer_key(c.display_name): c.id for c in found if c.active}
+                for n, customer in enumerate(chunk):
+                    if customer not in unsure:
+                        continue
+                    key = customer_key(customer.display_name)
+                    if key in active:
+                        self.customer_ids[key] = active[key]
+                        self.report.customers_reactivated += 1
+                    else:
+                        result = results.get(f"r{n}")
+                        self.customer_errors[key] = _fault_text(
+                            result.fault if result else None, "reactivate"
+                        )
+
+    def _create_customers(self, names: Sequence[str]) -> None:
+        # Created by an earlier chunk (its look-up ran before that), or already refused.
+        pending = [
+            n
+            for n in names
+            if customer_key(n) not in self.customer_ids
+            and customer_key(n) not in self.customer_errors
+        ]
+        errors = self.customer_errors
+        taken: set[str] = set()  # names QBO called duplicates (6240)
+        for _ in range(RESOLVE_ROUNDS):
+            if not pending:
+                return
+            uncertain: list[str] = []
+            slices = list(_slices(pending, self.batch_size))
+            batches = [
+                [
+                    _batch_item(f"c{n}", "create", "Customer", {"DisplayName": name})
+                    for n, name in enumerate(chunk)
+                ]
+                for chunk in slices
+            ]
+            for index, results in self._send_batches(batches, "customer"):
+                chunk = slices[index]
+                if results is None:
+                    uncertain.extend(chunk)
+                    continue
+                for n, name in enumerate(chunk):
+                    result = results.get(f"c{n}")
+                    if result is not None and result.fault is None and result.entity:
+                        self.customer_ids[customer_key(name)] = str(result.entity["Id"])
+                        self.report.customers_created += 1
+                        log.info("customer %s created", result.entity["Id"])
+                    elif result is None or result.outcome_unknown or result.fault.code == "6240":
+                        # Lost answer, or the name exists already (another run, a
+                        # vendor, an earlier lost answer): look it up rather than guess.
+                        if result is not None and result.fault is not None:
+                            taken.add(customer_key(name))
+                        uncertain.append(name)
+                    else:
+                        errors[customer_key(name)] = _fault_text(result.fault, "create customer")
+            pending = []
+            if uncertain:
+                found = self.qbo.find_customers_by_names(uncertain, include_inactive=True)
+                by_name = {customer_key(c.display_name): c for c in found}
+                for name in uncertain:
+                    key = customer_key(name)
+                    customer = by_name.get(key)
+                    if customer is not None and customer.active:
+                        self.customer_ids[key] = customer.id
+                    elif customer is not None:
+                        errors[key] = "an inactive QBO customer has this name; reactivate it"
+                    elif key in taken:
+                        errors[key] = (
+                            "QBO says the name is taken, but by no customer: a vendor or "
+                            'employee (or an inactive customer renamed "... (deleted)") has it; '
+                            "rename that one or change CUSTOMER_NAME_TEMPLATE"
+                        )
+                    else:
+                        pending.append(name)  # provably not there: creating again is safe
+        for name in pending:
+            errors.setdefault(customer_key(name), "customer creation outcome unknown after retries")
+
+    def _write_invoices(self, writes: list[_Write], item_ids: Mapping[LineKind, str]) -> None:
+        pending = list(writes)
+        for round_number in range(RESOLVE_ROUNDS):
+            if not pending:
+                return
+            uncertain: list[_Write] = []
+            voids = [w for w in pending if w.plan.action is Action.VOID]
+            batched = [w for w in pending if w.plan.action is not Action.VOID]
+            slices = list(_slices(batched, self.batch_size))
+            batches = [[_invoice_item(n, w, item_ids) for n, w in enumerate(c)] for c in slices]
+            for index, results in self._send_batches(batches, "invoice"):
+                chunk = slices[index]
+                if results is None:
+                    uncertain.extend(chunk)
+                    continue
+                for n, write in enumerate(chunk):
+                    _absorb(write, results.get(f"i{n}"), uncertain)
+            for write in voids:
+                self.checkpoint()
+                assert write.invoice is not None
+                try:
+                    answer = self.qbo.void_invoice(write.invoice.id, write.invoice.sync_token)
+                    write.done, write.invoice_id = True, str(answer.get("Id", write.invoice.id))
+                    self.progress.wrote(1)
+                except (OutcomeUnknown, MalformedPayload):
+                    uncertain.append(write)
+                except QBOFault as fault:
+                    if fault.code in ("5010", "610"):
+                        uncertain.append(write)
+                    else:
+                        write.error = _fault_text(fault, "void")
+            pending = self._resolve(uncertain, item_ids) if uncertain else []
+            if pending:
+                log.info("round %d: %d writes to try again", round_number + 1, len(pending))
+        for write in pending:
+            write.error = write.error or "outcome unknown after retries; queued"
+
+    def _resolve(self, uncertain: list[_Write], item_ids: Mapping[LineKind, str]) -> list[_Write]:
+        """Look up each uncertain write's invoice; return the writes still to be made."""
+        found = self.qbo.find_invoices_by_doc_numbers([w.plan.number for w in uncertain])
+        by_doc: dict[str, list[Invoice]] = {}
+        for invoice in found:
+            by_doc.setdefault(invoice.doc_number or "", []).append(invoice)
+        again: list[_Write] = []
+        for write in uncertain:
+            current = by_doc.get(write.plan.number, [])
+            action = write.plan.action
+            if len(current) > 1:
+                write.error = "several QBO invoices carry this DocNumber; needs a person"
+                continue
+            invoice = current[0] if current else None
+            if action in (Action.DELETE, Action.VOID):
+                if invoice is None or (action is Action.VOID and _is_void(invoice)):
+                    write.done = True
+                    write.invoice_id = write.invoice.id if write.invoice else None
+                elif invoice.paid and not _is_void(invoice):
+                    write.error = "a payment was applied meanwhile; not removed"
+                else:
+                    write.invoice = invoice
+                    again.append(write)
+                continue
+            draft = write.plan.draft
+            assert draft is not None and write.customer_id is not None
+            if invoice is not None and draft_matches(draft, write.customer_id, item_ids, invoice):
+                write.done, write.invoice_id = True, invoice.id
+            elif invoice is None:
+                if action is Action.UPDATE:
+                    write.error = "the invoice disappeared during the run; will retry"
+                else:
+                    again.append(write)  # provably not created: creating is safe
+            elif invoice.paid:
+                write.error = "a payment was applied meanwhile; not changed"
+            else:
+                # Exists but differs (a lost create of an older version, or a stale
+                # update): update it with its current SyncToken.
+                write.invoice = invoice
+                write.plan = replace(write.plan, action=Action.UPDATE, invoice=invoice)
+                again.append(write)
+        return again
+
+    # -- recording -----------------------------------------------------------------------
+
+    def _record_writes(self, writes: list[_Write]) -> None:
+        """Record every write, including those an interruption left unmade (queued)."""
+        for write in writes:
+            if write.done:
+                outcome = outcome_of(
+                    write.plan,
+                    PAST[write.plan.action],
+                    invoice_id=write.invoice_id,
+                    customer_id=write.customer_id,
+                )
+            else:
+                outcome = outcome_of(
+                    write.plan,
+                    "failed",
+                    error=write.error or "not written: the run stopped first",
+                    customer_id=write.customer_id,
+                )
+            self.report.record(outcome)
+
+
+def outcome_of(plan: QuotePlan, action: str, **extra: Any) -> QuoteOutcome:
+    """A quote's report line from its plan (and what the write learnt)."""
+    invoice = plan.invoice
+    outcome = QuoteOutcome(
+        quote=plan.number,
+        version=plan.version,
+        status=plan.status,
+        action=action,
+        invoice_id=invoice.id if invoice else None,
+        customer_id=invoice.customer_id if invoice else None,
+        reason=plan.reason,
+    )
+    for key, value in extra.items():
+        if value is not None:
+            setattr(outcome, key, value)
+    if action == "failed" and not outcome.error:
+        outcome.error = plan.reason or "failed"
+    return outcome
+
+
+def _invoice_item(n: int, write: _Write, item_ids: Mapping[LineKind, str]) -> Any:
+    action = write.plan.action
+    bid = f"i{n}"
+    if action is Action.CREATE:
+        assert write.plan.draft and write.customer_id
+        body = invoice_payload(write.plan.draft, write.customer_id, item_ids)
+        return _batch_item(bid, "create", "Invoice", body)
+    assert write.invoice is not None
+    if action is Action.UPDATE:
+        assert write.plan.draft and write.customer_id
+        body = update_payload(write.plan.draft, write.customer_id, item_ids, write.invoice)
+        return _batch_item(bid, "update", "Invoice", body)
+    body = {"Id": write.invoice.id, "SyncToken": write.invoice.sync_token}
+    return _batch_item(bid, "delete", "Invoice", body)
+
+
+def _absorb(write: _Write, result: Any, uncertain: list[_Write]) -> None:
+    if result is None or result.outcome_unknown:
+        uncertain.append(write)  # the batch answered without this item
+        return
+    if result.fault is None:
+        write.done = True
+        entity = result.entity or {}
+        write.invoice_id = str(entity.get("Id") or (write.invoice.id if write.invoice else ""))
+        log.info(
+            "quote %s: invoice %s %s", write.plan.number, write.invoice_id, PAST[write.plan.action]
+        )
+        return
+    code = result.fault.code
+    # 6140 duplicate DocNumber: an earlier (lost) create may have landed. 5010 stale
+    # SyncToken / 610 gone: the invoice changed under us. In each case look it up.
+    if code in ("6140", "5010", "610"):
+        uncertain.append(write)
+    else:
+        write.error = _fault_text(result.fault, write.plan.action.value)
+
+
+def _batch_item(bid: str, operation: str, entity: str, body: dict[str, Any]) -> Any:
+    from fourdqbo.qbo.client import BatchItem  # httpx: only when a write is made
+
+    return BatchItem(bid=bid, operation=operation, entity=entity, body=body, query=None)
+
+
+def _is_void(invoice: Invoice) -> bool:
+    return invoice.total == 0 and invoice.balance == 0
+
+
+def _fault_text(fault: QBOFault | None, what: str) -> str:
+    if fault is None:
+        return f"{what}: no answer from QBO"
+    detail = f" ({fault.detail})" if fault.detail else ""
+    return f"{what}: QBO fault {fault.code}: {fault.message}{detail}"[:300]
+
+
+def _slices(values: list[Any], size: int) -> Iterable[list[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+__all__ = [
+    "BATCH_LIMIT",
+    "PAST",
+    "RESOLVE_ROUNDS",
+    "Loader",
+    "PlannedChunk",
+    "outcome_of",
+    "write_batch_size",
+]
