@@ -336,7 +336,7 @@ def is_invoice_batch(record: RequestRecord) -> bool:
 
 
 def is_qbo_write(record: RequestRecord) -> bool:
-    return record.service == "qbo" and record.method == "POST"
+    return record.service == "qbo" and record.is_write
 
 
 PHASE_MATCH: dict[str, Callable[[RequestRecord], bool]] = {

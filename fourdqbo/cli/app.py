@@ -14,7 +14,18 @@ import typer
 from typer.core import TyperGroup
 
 from fourdqbo import __version__
-from fourdqbo.cli import auth, config_cmd, demo, fourd, qbo, reconcile, sandbox, status, sync
+from fourdqbo.cli import (
+    attention,
+    auth,
+    config_cmd,
+    demo,
+    fourd,
+    qbo,
+    reconcile,
+    sandbox,
+    status,
+    sync,
+)
 from fourdqbo.cli.context import app_state
 from fourdqbo.errors import FourdqboError
 
@@ -193,6 +204,7 @@ app.command("status")(status.status)
 app.add_typer(auth.app, name="auth")
 app.add_typer(qbo.app, name="qbo")
 app.add_typer(fourd.app, name="4d")
+attention.register(sync.app)  # sync conflicts | accept | apply | retry
 app.add_typer(sync.app, name="sync")
 app.command("reconcile")(reconcile.reconcile)
 app.add_typer(sandbox.app, name="sandbox")

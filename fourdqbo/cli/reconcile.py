@@ -128,16 +128,17 @@ def reconcile(
 
 
 def _audit(conn: Connections, progress: Progress, since: datetime) -> ReconcileResult:
-    from fourdqbo.sync.engine import SyncEngine
+    from fourdqbo.sync.engine import SilentProgress
+    from fourdqbo.sync.extract import Extractor
     from fourdqbo.sync.reconcile import Reconciler, acceptances_of
 
-    # The engine's own item resolution (one query), so reconcile and sync agree on ids.
-    engine = SyncEngine(conn.settings, conn.fourd, conn.qbo, conn.state)
+    # The sync's own item resolution (one query), so reconcile and sync agree on ids.
+    extract = Extractor(conn.settings, conn.fourd, conn.qbo, conn.state, SilentProgress())
     reconciler = Reconciler(
         conn.settings,
         conn.fourd,
         conn.qbo,
-        item_ids=engine._item_ids,
+        item_ids=extract.item_ids,
         accepted=acceptances_of(conn.state),
         progress=progress,
     )

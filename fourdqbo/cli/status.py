@@ -17,6 +17,7 @@ from fourdqbo.cli.output import Column, emit_json, emit_table
 from fourdqbo.errors import FourdqboError
 
 OK, WARN, FAIL = "ok", "warn", "fail"
+NEEDS = "needs a person"  # not broken, but exit 1 so a monitor keeps seeing it
 REFRESH_WARNING = timedelta(days=30)
 
 
@@ -34,7 +35,7 @@ def status(
 ) -> None:
     """Health at a glance: config, state store, lock, watermark, last run, token expiry.
 
-    Exit 0 healthy, 1 not (warnings do not make it unhealthy).
+    Exit 0 healthy, 1 not, or while anything needs a person (warnings do not count).
 
     Example: fourdqbo status --check
     """
@@ -46,7 +47,8 @@ def status(
         _state(settings, realm, checks)
     if check:
         _upstreams(settings, checks)
-    healthy = all(c.result != FAIL for c in checks)
+    healthy = all(c.result not in (FAIL, NEEDS) for c in checks)
+    needs_person = any(c.result == NEEDS for c in checks)
     if settings.metrics_file is not None:
         from fourdqbo.metrics import write_status_metrics
 
@@ -64,7 +66,14 @@ def status(
         emit_table(
             [Column("check"), Column("result"), Column("detail")],
             [(c.name, c.result, c.detail) for c in checks],
-            title="fourdqbo status: " + ("healthy" if healthy else "NOT healthy"),
+            title="fourdqbo status: "
+            + (
+                "healthy"
+                if healthy
+                else "needs a person"
+                if needs_person and all(c.result != FAIL for c in checks)
+                else "NOT healthy"
+            ),
         )
     raise typer.Exit(0 if healthy else 1)
 
@@ -156,9 +165,21 @@ def _state(settings: Any, realm: str, checks: list[Check]) -> None:
                     f"failed {counts.get('failed', 0)}, conflicts {counts.get('conflicts', 0)}"
                 )
                 checks.append(Check("last run", WARN if last.get("exit_code") else OK, detail))
-        queue, conflicts = store.retry_queue(), store.conflicts()
+        queue = store.retry_queue()
         checks.append(Check("retry queue", WARN if queue else OK, f"{len(queue)} quotes"))
-        checks.append(Check("conflicts", WARN if conflicts else OK, f"{len(conflicts)} quotes"))
+        counts = {kind: n for kind, n in store.attention_counts().items() if n}
+        open_items = sum(counts.values())
+        checks.append(
+            Check(
+                "needs a person",
+                NEEDS if open_items else OK,
+                f"{open_items} open ("
+                + ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))
+                + "): `fourdqbo sync conflicts`"
+                if open_items
+                else "nothing open",
+            )
+        )
     except FourdqboError as exc:
         checks.append(Check("state store", FAIL, str(exc)))
     finally:

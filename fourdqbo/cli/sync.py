@@ -208,25 +208,46 @@ def run(
         False, "--quiet", "-q", help="For cron: print nothing on success, a summary on failure."
     ),
 ) -> None:
-    """Sync 4D quotes changed since the watermark (plus the retry queue) to QBO invoices.
+    """Sync 4D quotes changed since the watermark (plus the retry queue, the open items and
+    the invoices a person changed in QBO) to QBO invoices.
 
-    Exit 0 done; 1 some quotes failed or are conflicts; 2 usage/config; 3 upstream
-    or state store unreachable; 75 another run holds the lock.
+    Exit 0 done, nothing new needs a person; 1 something new does (a conflict, a first
+    failure, a quote that gave up) or a reminder of what is open; 2 usage/config;
+    3 upstream or state store unreachable; 75 another run holds the lock. With --quiet
+    only what is new is printed, so cron mails only then.
 
     Example: fourdqbo sync run --quiet        (cron)
     Example: fourdqbo sync run --dry-run --since 2025-03-01
     """
-    from fourdqbo.sync.engine import RunOptions, SilentProgress, SyncEngine
-    from fourdqbo.sync.healthcheck import ping
-
     since_value = datetime_option(since, "--since") if since is not None else None
     quotes = tuple(q.strip() for q in quote)
     if any(not q for q in quotes):
         from fourdqbo.errors import ConfigError
 
         raise ConfigError("--quote: empty quote number")
+    run_engine(ctx, since=since_value, quotes=quotes, dry_run=dry_run, as_json=as_json, quiet=quiet)
+
+
+def run_engine(
+    ctx: typer.Context,
+    *,
+    since: Any = None,
+    quotes: tuple[str, ...] = (),
+    dry_run: bool = False,
+    apply: bool = False,
+    allow_paid: bool = False,
+    as_json: bool = False,
+    quiet: bool = False,
+) -> None:
+    """One engine run as `sync run` and `sync apply` make it: progress, signals, health
+    check, metrics, the report; exits with the run's code."""
+    from fourdqbo.sync.engine import RunOptions, SilentProgress, SyncEngine
+    from fourdqbo.sync.healthcheck import ping
+
     settings = settings_of(ctx)
-    options = RunOptions(since=since_value, quotes=quotes, dry_run=dry_run)
+    options = RunOptions(
+        since=since, quotes=quotes, dry_run=dry_run, apply=apply, allow_paid=allow_paid
+    )
     show_progress = stdout_is_terminal() and sys.stderr.isatty() and not (quiet or as_json)
     stop = threading.Event()
     healthcheck = settings.healthcheck_url if not dry_run else ""
@@ -248,9 +269,29 @@ def run(
     metrics(report, None)
     if as_json:
         emit_json(report.as_dict())
-    elif not quiet or report.exit_code:
-        _print_report(report, brief=quiet)
+    elif not quiet:
+        _print_report(report, brief=False)
+    elif report.exit_code:
+        _print_news(report)
     raise typer.Exit(report.exit_code)
+
+
+def _print_news(report: Any) -> None:
+    """What `--quiet` prints when the run's exit code is 1: only what is new (or, on a
+    reminder, everything still open), one line each, and where to look."""
+    lines = report.to_report or [
+        f"quote {o.quote}: {o.action}: {o.error or o.reason}"
+        for o in report.outcomes.values()
+        if o.action in ("failed", "conflict")
+    ]
+    attention = report.attention or {}
+    info(
+        f"run {report.run_id}: {attention.get('new', 0)} new, "
+        f"{attention.get('open', 0)} open needing a person"
+    )
+    for line in lines:
+        info(f"  {line}")
+    info("  see `fourdqbo sync conflicts` for what differs and the command that settles it")
 
 
 def _run_metrics(settings: Settings, dry_run: bool) -> Any:
@@ -326,6 +367,14 @@ def _print_report(report: Any, *, brief: bool) -> None:
                 info(f"  quote {q['quote']}: {q['action']}: {q['error'] or q['reason']}")
     else:
         print(line)
+        attention = document.get("attention") or {}
+        if attention.get("open") or attention.get("new"):
+            print(
+                f"needing a person: {attention.get('new', 0)} new, {attention.get('open', 0)} "
+                "open (`fourdqbo sync conflicts` shows what differs)"
+            )
+        for notice in document.get("notices") or []:
+            print(f"note: {notice}")
 
 
 @app.command("status")
@@ -334,10 +383,11 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
     runs: int = typer.Option(5, "--runs", min=0, max=100, help="How many recent runs to list."),
 ) -> None:
-    """Watermark, lock holder, retry queue, conflicts and the last runs.
+    """Watermark, lock holder, retry queue, what needs a person and the last runs.
 
     Example: fourdqbo sync status --json
     """
+    from fourdqbo.cli.attention import item_document
     from fourdqbo.timefmt import iso_z
 
     settings = settings_of(ctx)
@@ -346,7 +396,8 @@ def status(
         watermark = state.watermark()
         holder = state.lock_holder()
         queue = state.retry_queue()
-        conflicts = state.conflicts()
+        items = state.attention_items()
+        cursor = state.cdc_cursor()
         recent = state.runs(runs)
     document = {
         "realm_id": state.realm_id,
@@ -371,15 +422,9 @@ def status(
             }
             for e in queue
         ],
-        "conflicts": [
-            {
-                "quote": c.quote,
-                "invoice_id": c.invoice_id,
-                "reason": c.reason,
-                "detected_at": iso_z(c.detected_at),
-            }
-            for c in conflicts
-        ],
+        # Every item needing a person (`sync conflicts` shows them in full).
+        "conflicts": [item_document(item) for item in items],
+        "cdc_cursor": iso_z(cursor) if cursor else None,
         "runs": recent,
     }
     if as_json:
@@ -398,7 +443,8 @@ def status(
                 f" (run {lock['run_id']})",
             ),
             ("retry queue", len(queue)),
-            ("conflicts", len(conflicts)),
+            ("needs a person", len(items)),
+            ("QBO changes read up to", document["cdc_cursor"] or "(not yet)"),
         ],
         title="sync state",
     )
@@ -411,14 +457,14 @@ def status(
             ],
             title="retry queue",
         )
-    if conflicts:
+    if items:
         emit_table(
-            ["quote", "invoice", "detected", "reason"],
+            ["quote", "kind", "invoice", "detected", "reason"],
             [
-                (c["quote"], c["invoice_id"], c["detected_at"], c["reason"])
+                (c["quote"], c["kind"], c["invoice_id"], c["detected_at"], c["reason"])
                 for c in document["conflicts"]
             ],
-            title="conflicts (need a person)",
+            title="needs a person (`fourdqbo sync conflicts` for what differs)",
         )
     if recent:
         emit_table(

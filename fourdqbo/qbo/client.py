@@ -310,6 +310,13 @@ class QBOClient(ApiClient):
         not know are simply absent."""
         return [Invoice.parse(row) for row in self.query_in("Invoice", "Id", ids)]
 
+    def find_customers_by_ids(
+        self, ids: Iterable[str], *, include_inactive: bool = True
+    ) -> list[Customer]:
+        """Customers by Id (`Id IN (…)`), inactive ones too by default."""
+        where = [_ANY_ACTIVE] if include_inactive else []
+        return [Customer.parse(row) for row in self.query_in("Customer", "Id", ids, where)]
+
     def invoices_dated_since(self, day: date) -> list[Invoice]:
         """Every invoice with `TxnDate` on or after `day`, paged in Id order."""
         if isinstance(day, datetime) or not isinstance(day, date):

@@ -468,11 +468,11 @@ def _seed_company(
     if pick is not None:
         facts.inactive_customer_quote = pick.number
         facts.inactive_customer_id = patient_customer(pick, active=False)
-    # A completed quote with a partly paid invoice that differs from it: a conflict.
-    pick = next(
-        (q for q in completed[3:] if q.patient_id not in used_patients),
-        None,
-    )
+    # A completed quote with a partly paid invoice that differs from it: a conflict. The
+    # invoice was written from an earlier Version (its "Quote Version" field says so), so
+    # it is a quote that changed after payment, not a person's edit in QBO.
+    candidates = [q for q in completed[3:] if q.patient_id not in used_patients]
+    pick = next((q for q in candidates if q.version >= 2), None) or next(iter(candidates), None)
     if pick is not None:
         customer_id = patient_customer(pick, active=True)
         old_total = cents(pick.total() - Decimal("200.00"))
@@ -480,7 +480,7 @@ def _seed_company(
             "Invoice",
             {"DocNumber": pick.number, "TxnDate": pick.quote_date.date().isoformat(),
              "CustomerRef": {"value": customer_id},
-             "CustomField": [{"DefinitionId": "1", "StringValue": str(max(pick.version - 1, 1))}],
+             "CustomField": [{"DefinitionId": "1", "StringValue": str(pick.version - 1)}],
              "Line": [{"DetailType": "SalesItemLineDetail", "Amount": old_total,
                        "Description": "Procedure (earlier version of the quote)",
                        "SalesItemLineDetail": {"ItemRef": {"value": items["Procedure"]}}}]},

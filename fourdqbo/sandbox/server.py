@@ -112,7 +112,13 @@ class RequestRecord:
 
     @property
     def is_write(self) -> bool:
-        return self.method == "POST"
+        """A POST that can change the company: a batch of only Query items is a read."""
+        if self.method != "POST":
+            return False
+        items = self.body.get("BatchItemRequest") if isinstance(self.body, Mapping) else None
+        if isinstance(items, list) and items:
+            return not all(isinstance(i, Mapping) and "Query" in i for i in items)
+        return True
 
 
 class _Throttle:

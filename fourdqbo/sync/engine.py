@@ -33,11 +33,11 @@ from fourdqbo.sync.collaborators import (
     StateStore,
 )
 from fourdqbo.sync.extract import Extractor, Window
-from fourdqbo.sync.load import PAST, Loader, PlannedChunk, outcome_of, write_batch_size
+from fourdqbo.sync.load import PAST, Loader, PlannedChunk, write_batch_size
 from fourdqbo.sync.mapping import customer_display_name
 from fourdqbo.sync.pipeline import Interrupted, run_chunks
 from fourdqbo.sync.planning import plan_sync
-from fourdqbo.sync.record import record_run
+from fourdqbo.sync.record import RunState, record_run
 from fourdqbo.sync.report import RunReport
 from fourdqbo.timefmt import utcnow
 
@@ -51,6 +51,10 @@ class RunOptions:
     since: datetime | None = None
     quotes: tuple[str, ...] = ()
     dry_run: bool = False
+    # `sync apply`: write the quotes whatever a person did or accepted in QBO; a paid
+    # invoice only with `allow_paid` and when the quote's total covers the payment.
+    apply: bool = False
+    allow_paid: bool = False
 
 
 @dataclass
@@ -84,21 +88,35 @@ class SyncEngine:
                 options.dry_run,
                 window_from,
             )
+            run = RunState()
             try:
-                self._sync(options, window_from, report, lock)
+                self._sync(options, window_from, report, lock, run)
             except FourdqboError as exc:
                 report.aborted = str(exc)
                 raise
             finally:
                 report.finished_at = self.now()
-                report.requests = {
-                    "fourd": self.fourd.request_count,
-                    "qbo": self.qbo.request_count,
-                }
-                if not options.dry_run:
-                    record_run(self.state, self.settings, report, window_from, started, self.now())
+                report.requests = self._requests()
+                record_run(
+                    self.state,
+                    self.settings,
+                    report,
+                    window_from,
+                    started,
+                    self.now(),
+                    run=run,
+                    strict=options.apply,
+                )
             log.info("sync run %s finished: %s", report.run_id, report.counts())
             return report
+
+    def _requests(self) -> dict[str, int]:
+        requests = {"fourd": self.fourd.request_count, "qbo": self.qbo.request_count}
+        by_kind = getattr(self.qbo, "requests_by_kind", None)
+        if isinstance(by_kind, dict):
+            requests["qbo_read"] = by_kind.get("read", 0)
+            requests["qbo_write"] = by_kind.get("write", 0)
+        return requests
 
     def _sync(
         self,
@@ -106,9 +124,25 @@ class SyncEngine:
         window_from: datetime | None,
         report: RunReport,
         lock: RunLock | None,
+        run: RunState,
     ) -> None:
         extract = Extractor(self.settings, self.fourd, self.qbo, self.state, self.progress)
-        window = extract.window(options.quotes, window_from)
+        if not options.quotes:
+            # A run for given quotes (`--quote`, `sync apply`) does not read CDC: it would
+            # have to move the cursor past changes it does not look at.
+            run.changes = extract.begin(self.now())
+            if run.changes.gap_since is not None:
+                since = run.changes.gap_since
+                run.gap_notice = (
+                    f"QBO's change data capture reaches 30 days back and the last look was "
+                    f"on {since:%Y-%m-%d}: audit the gap with "
+                    f"`fourdqbo reconcile --since {since:%Y-%m-%d}`"
+                )
+                report.notices.append(run.gap_notice)
+        window = extract.window(
+            options.quotes, window_from, run.changes.recheck if run.changes else ()
+        )
+        run.open_before = window.open_before
         self.progress.window(len(window.numbers))
         if not window.numbers:
             return
@@ -124,11 +158,11 @@ class SyncEngine:
         )
 
         def produce(numbers: tuple[str, ...]) -> PlannedChunk:
-            return self._plan(extract, numbers, window)
+            return self._plan(extract, numbers, window, options)
 
         def dry_run(chunk: PlannedChunk) -> None:
             for quote_plan in chunk.plan.quotes:
-                report.record(outcome_of(quote_plan, PAST[quote_plan.action]))
+                report.record(chunk.outcome(quote_plan, PAST[quote_plan.action]))
             self.progress.quotes_done(len(chunk.plan.quotes))
 
         chunks = window.chunks(self.settings.sync_chunk_size)
@@ -144,17 +178,28 @@ class SyncEngine:
         finally:
             self.qbo.before_write = None
 
-    def _plan(self, extract: Extractor, numbers: tuple[str, ...], window: Window) -> PlannedChunk:
+    def _plan(
+        self, extract: Extractor, numbers: tuple[str, ...], window: Window, options: RunOptions
+    ) -> PlannedChunk:
         """Extract one chunk and plan it (the producer thread)."""
         found = extract.chunk(numbers, window)
+        settings = self.settings
         plan = plan_sync(
             found.inputs,
             found.invoices,
             found.customers,
             found.item_ids,
-            self.settings.sync_reopened_action,
+            settings.sync_reopened_action,
+            ledger=found.ledger,
+            accepted=found.accepted,
+            edits=settings.sync_qbo_edits,
+            deletes=settings.sync_qbo_deletes,
+            resolution=found.resolution,
+            quote_version_field=extract.rules.quote_version_field or None,
+            apply=options.apply,
+            allow_paid=options.allow_paid,
         )
-        return PlannedChunk(plan, found.customers, found.item_ids)
+        return PlannedChunk.of(plan, found, extract.rules.quote_version_field or None)
 
     # -- lock and window ---------------------------------------------------------------
 

@@ -9,8 +9,12 @@ DocNumber, customers by DisplayName (inactive ones included). The Item ids are l
 once per run, on the first chunk that has a draft. Reads only; the pipeline's producer
 thread runs it while the previous chunk is written.
 
-Where 0.2 grows it: the CDC read belongs in a `begin()` called once before the first
-chunk; the customers' patient-id pattern look-ups in `_customers`, after the exact names.
+0.2: `begin()` makes the run's one CDC read (`sync.cdc`) before the window is listed, so
+the quotes whose invoice a person touched in QBO join the window; the window leaves out
+quotes that gave up (until their Version changes); and each chunk also reads what the
+ledger and the acceptances say of its quotes and finds each patient's customer by patient
+id (`sync.customers`): exact names first, then one LIKE pattern per patient still without
+a customer, batched.
 """
 
 from __future__ import annotations
@@ -25,9 +29,20 @@ from fourdqbo.config import Settings
 from fourdqbo.emr.records import STATUS_COMPLETED, Quote
 from fourdqbo.errors import ConfigError, FourdqboError
 from fourdqbo.qbo.records import Customer, Invoice
+from fourdqbo.state.items import Acceptance, AttentionItem, AttentionKind, LedgerEntry
+from fourdqbo.sync.cdc import Changes, read_changes
 from fourdqbo.sync.collaborators import FourDSource, Progress, QBOBooks, StateStore
+from fourdqbo.sync.customers import (
+    CustomerResolution,
+    PatientCustomerWant,
+    needs_pattern_lookup,
+    patient_pattern,
+    resolve_customers,
+)
 from fourdqbo.sync.mapping import InvoiceDraft, LineKind, MappingError, MappingRules, map_quote
 from fourdqbo.sync.planning import QuoteInput
+
+GONE_FROM_4D = "no such quote in 4D any more"
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +65,16 @@ class Listed:
 
 @dataclass(frozen=True)
 class Window:
-    """The quote numbers of one run, in the order they are worked, and their list rows."""
+    """The quote numbers of one run, in the order they are worked, and their list rows.
+
+    `queued` are the numbers that came from the retry queue (a 404 for one of them means
+    the quote is gone from 4D); `open_before` the items needing a person when the run began.
+    """
 
     numbers: tuple[str, ...]
     listed: Mapping[str, Listed]
+    queued: frozenset[str] = frozenset()
+    open_before: tuple[AttentionItem, ...] = ()
 
     def chunks(self, size: int) -> Iterator[tuple[str, ...]]:
         if size < 1:
@@ -70,6 +91,9 @@ class Extracted:
     invoices: tuple[Invoice, ...]
     customers: tuple[Customer, ...]
     item_ids: Mapping[LineKind, str]
+    ledger: Mapping[str, LedgerEntry]
+    accepted: Mapping[str, Acceptance]
+    resolution: CustomerResolution | None
 
 
 class Extractor:
@@ -92,8 +116,20 @@ class Extractor:
         self._item_ids: dict[LineKind, str] | None = None
         self._items_lock = threading.Lock()
 
-    def window(self, quotes: Sequence[str], window_from: datetime | None) -> Window:
-        """Retry queue and open conflicts first, then the window; or exactly `quotes`."""
+    def begin(self, now: datetime) -> Changes:
+        """The run's CDC read: the quotes whose invoice changed in QBO since the cursor."""
+        self.progress.phase("asking QBO what changed")
+        return read_changes(self.qbo, self.state, now, self.rules.quote_version_field)
+
+    def window(
+        self,
+        quotes: Sequence[str],
+        window_from: datetime | None,
+        recheck: Sequence[str] = (),
+    ) -> Window:
+        """Retry queue, open items and what CDC says a person touched first, then the
+        window; or exactly `quotes`. A quote that gave up is left out until its Version
+        changes in 4D (or `sync retry`), unless it is asked for by number."""
         self.progress.phase("listing changed quotes")
         listed: dict[str, Listed] = {}
         if window_from is not None:
@@ -102,13 +138,24 @@ class Extractor:
                     summary.number,
                     Listed(summary.version, summary.status_id, summary.patient_id),
                 )
+        open_before = tuple(self.state.attention_items())
         if quotes:
-            numbers = _unique(quotes)
-        else:
-            queued = [entry.quote for entry in self.state.retry_queue()]
-            conflicted = [entry.quote for entry in self.state.conflicts()]
-            numbers = _unique([*queued, *conflicted, *listed])
-        return Window(tuple(numbers), listed)
+            return Window(tuple(_unique(quotes)), listed, frozenset(), open_before)
+        queued = [entry.quote for entry in self.state.retry_queue()]
+        gave_up = {
+            item.quote: item.version
+            for item in open_before
+            if AttentionKind(item.kind) is AttentionKind.GAVE_UP
+        }
+        waiting = [item.quote for item in open_before if item.quote not in gave_up]
+        numbers = [
+            number
+            for number in _unique([*queued, *waiting, *recheck, *listed])
+            if number not in gave_up
+            or number in queued  # `sync retry`, or a new Version that failed again
+            or (number in listed and listed[number].version != gave_up[number])
+        ]
+        return Window(tuple(numbers), listed, frozenset(queued), open_before)
 
     def chunk(self, numbers: Sequence[str], window: Window) -> Extracted:
         """Fetch the chunk's completed quotes, map them, look the chunk up in QBO."""
@@ -120,13 +167,24 @@ class Extractor:
         fetched: Mapping[str, Quote | FourdqboError] = {}
         if to_fetch:
             fetched = self.fourd.get_quotes(to_fetch)
-        inputs = tuple(self._input(n, listed.get(n), fetched.get(n)) for n in numbers)
+        inputs = tuple(
+            self._input(n, listed.get(n), fetched.get(n), n in window.queued) for n in numbers
+        )
         del fetched  # the Quote bodies: only the drafts go on
         self.progress.phase("looking up QBO")
         drafts = [i.draft for i in inputs if i.draft is not None]
         item_ids = self.item_ids() if drafts else {}
         invoices = self.qbo.find_invoices_by_doc_numbers([i.number for i in inputs])
-        return Extracted(inputs, tuple(invoices), tuple(self._customers(drafts)), item_ids)
+        customers, resolution = self._customers(drafts)
+        return Extracted(
+            inputs,
+            tuple(invoices),
+            tuple(customers),
+            item_ids,
+            ledger=self.state.ledger(numbers),
+            accepted=self.state.acceptances(numbers),
+            resolution=resolution,
+        )
 
     def item_ids(self) -> dict[LineKind, str]:
         """The four line kinds' QBO Item ids, looked up once per run; unknown is exit 2."""
@@ -135,19 +193,48 @@ class Extractor:
                 self._item_ids = self._look_up_items()
             return self._item_ids
 
-    def _customers(self, drafts: Sequence[InvoiceDraft]) -> list[Customer]:
+    def _customers(
+        self, drafts: Sequence[InvoiceDraft]
+    ) -> tuple[list[Customer], CustomerResolution | None]:
+        """Each patient's customer: by exact DisplayName in bulk, then by the patient-id
+        pattern for those still without one (inactive customers included, whose names QBO
+        renames "… (deleted)")."""
         names = _unique([d.customer_name for d in drafts])
         if not names:
-            return []
-        return self.qbo.find_customers_by_names(names, include_inactive=True)
+            return [], None
+        template = self.settings.customer_name_template
+        exact = self.qbo.find_customers_by_names(names, include_inactive=True)
+        wants = list(
+            {
+                d.patient_id: PatientCustomerWant(d.patient_id, d.customer_name) for d in drafts
+            }.values()
+        )
+        lonely = needs_pattern_lookup(wants, exact, template)
+        by_pattern = (
+            self.qbo.find_customers_like(
+                [patient_pattern(template, patient).like for patient in lonely],
+                include_inactive=True,
+            )
+            if lonely
+            else []
+        )
+        seen = {c.id: c for c in [*exact, *by_pattern]}
+        return list(seen.values()), resolve_customers(wants, exact, by_pattern, template)
 
     def _input(
-        self, number: str, listed: Listed | None, fetched: Quote | FourdqboError | None
+        self,
+        number: str,
+        listed: Listed | None,
+        fetched: Quote | FourdqboError | None,
+        queued: bool = False,
     ) -> QuoteInput:
         if isinstance(fetched, FourdqboError):
             version = listed.version if listed else 0
             status = listed.status_id if listed else None
-            return QuoteInput(number, version, status, None, None, error=str(fetched))
+            error = str(fetched)
+            if queued and listed is None and getattr(fetched, "status", None) == 404:
+                error = f"{GONE_FROM_4D} ({error})"
+            return QuoteInput(number, version, status, None, None, error=error)
         if fetched is None:
             assert listed is not None
             return QuoteInput(number, listed.version, listed.status_id, listed.patient_id, None)
@@ -192,4 +279,4 @@ def _unique(values: Sequence[str] | Mapping[str, object]) -> list[str]:
     return list(dict.fromkeys(values))
 
 
-__all__ = ["ITEM_SETTINGS", "Extracted", "Extractor", "Listed", "Window"]
+__all__ = ["GONE_FROM_4D", "ITEM_SETTINGS", "Extracted", "Extractor", "Listed", "Window"]

@@ -24,15 +24,18 @@ import threading
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fourdqbo.errors import MalformedPayload, OutcomeUnknown, QBOFault, StateStoreError
 from fourdqbo.qbo.records import Customer, Invoice
+from fourdqbo.state.items import Difference
 from fourdqbo.sync.collaborators import Progress, QBOBooks, RunLock
+from fourdqbo.sync.customers import CustomerToReactivate
+from fourdqbo.sync.differences import invoice_differences, money_text
 from fourdqbo.sync.mapping import LineKind, draft_matches, invoice_payload, update_payload
 from fourdqbo.sync.pipeline import Interrupted
-from fourdqbo.sync.planning import Action, Plan, QuotePlan, customer_key
+from fourdqbo.sync.planning import Action, Plan, QuotePlan, customer_key, is_voided
 from fourdqbo.sync.report import QuoteOutcome, RunReport
 
 log = logging.getLogger(__name__)
@@ -75,6 +78,62 @@ class PlannedChunk:
     plan: Plan
     customers: tuple[Customer, ...]  # what the chunk's look-up found
     item_ids: Mapping[LineKind, str]
+    # Per conflicting quote, what differs (QBO's value and the quote's), for a person.
+    differences: Mapping[str, tuple[Difference, ...]] = field(default_factory=dict)
+    # Quotes left unchanged because QBO already equals the quote (the ledger adopts them).
+    in_step: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, plan: Plan, found: Any, quote_version_field: str | None) -> PlannedChunk:
+        """The plan of an extracted chunk, with what differs for each conflict."""
+        differences: dict[str, tuple[Difference, ...]] = {}
+        in_step: set[str] = set()
+        for quote_plan in plan.quotes:
+            if quote_plan.action is Action.CONFLICT:
+                differences[quote_plan.number] = conflict_differences(
+                    quote_plan, found.item_ids, quote_version_field
+                )
+            elif (
+                quote_plan.action is Action.UNCHANGED
+                and quote_plan.draft is not None
+                and quote_plan.invoice is not None
+                and quote_plan.customer_id is not None
+                and draft_matches(
+                    quote_plan.draft, quote_plan.customer_id, found.item_ids, quote_plan.invoice
+                )
+            ):
+                in_step.add(quote_plan.number)
+        return cls(plan, found.customers, found.item_ids, differences, frozenset(in_step))
+
+    def outcome(self, plan: QuotePlan, action: str, **extra: Any) -> QuoteOutcome:
+        outcome = outcome_of(plan, action, **extra)
+        if plan.action is Action.CONFLICT:
+            outcome.kind = str(plan.kind) if plan.kind is not None else None
+            outcome.differences = self.differences.get(plan.number, ())
+        elif plan.number in self.in_step and plan.invoice is not None:
+            outcome.in_step = True
+            outcome.sync_token = plan.invoice.sync_token
+        return outcome
+
+
+def conflict_differences(
+    plan: QuotePlan, item_ids: Mapping[LineKind, str], quote_version_field: str | None
+) -> tuple[Difference, ...]:
+    """What a person needs to see of a conflict: field by field where both an invoice and
+    a draft exist; otherwise the one fact that makes it a conflict."""
+    invoice, draft = plan.invoice, plan.draft
+    if invoice is not None and draft is not None:
+        if is_voided(invoice):
+            return (Difference("Invoice", f"voided (Id {invoice.id})", money_text(draft.total)),)
+        return invoice_differences(
+            draft, plan.customer_id, item_ids, invoice, quote_version_field=quote_version_field
+        )
+    if invoice is None and draft is not None:
+        return (Difference("Invoice", None, money_text(draft.total)),)
+    if invoice is not None and invoice.paid:
+        paid = money_text(invoice.total - invoice.balance)
+        return (Difference("Payment", f"{paid} paid", f"quote {plan.status}"),)
+    return ()
 
 
 @dataclass
@@ -87,6 +146,8 @@ class _Write:
     done: bool = False
     invoice_id: str | None = None
     error: str | None = None
+    sync_token: str | None = None  # the invoice's SyncToken after the write
+    intuit_tid: str | None = None  # of the answer that confirmed it
 
 
 class Loader:
@@ -118,6 +179,9 @@ class Loader:
         # reactivated), and those this run could not get (not tried again this run).
         self.customer_ids: dict[str, str] = {}
         self.customer_errors: dict[str, str] = {}
+        # Run-wide, by customer Id: reactivated (with the name it has now), or refused.
+        self.reactivated: dict[str, str] = {}
+        self.reactivation_errors: dict[str, str] = {}
 
     # -- one chunk -----------------------------------------------------------------------
 
@@ -130,21 +194,22 @@ class Loader:
         writes_needed = [p for p in plan.quotes if p.action in WRITES]
         for quote_plan in plan.quotes:
             if quote_plan.action not in WRITES:
-                self.report.record(outcome_of(quote_plan, PAST[quote_plan.action]))
+                self.report.record(chunk.outcome(quote_plan, PAST[quote_plan.action]))
         if not writes_needed:
             self.progress.quotes_done(len(plan.quotes))
             return
         self.progress.phase("writing")
-        self._reactivate(plan.customers_to_reactivate)
+        self._reactivate(
+            plan.reactivations
+            or tuple(CustomerToReactivate(c, None) for c in plan.customers_to_reactivate)
+        )
         self._create_customers([c.display_name for c in plan.customers_to_create])
         writes: list[_Write] = []
         for quote_plan in writes_needed:
             customer_id = None
             if quote_plan.action in (Action.CREATE, Action.UPDATE):
-                name = customer_key(quote_plan.customer_name or "")
-                customer_id = self.customer_ids.get(name)
+                customer_id, error = self._customer_of(quote_plan)
                 if customer_id is None:
-                    error = self.customer_errors.get(name, "customer could not be created")
                     self.report.record(outcome_of(quote_plan, "failed", error=error))
                     continue
             writes.append(_Write(quote_plan, customer_id, quote_plan.invoice))
@@ -156,6 +221,21 @@ class Loader:
         finally:
             self._record_writes(writes)
             self.progress.quotes_done(len(plan.quotes))
+
+    def _customer_of(self, plan: QuotePlan) -> tuple[str | None, str]:
+        """The customer a quote's invoice goes to, or why there is none.
+
+        The plan names the patient's existing customer (found by patient id) when there is
+        one; it may have needed reactivating. Otherwise the customer was to be created
+        under the draft's name, in this chunk or an earlier one."""
+        if plan.customer_id is not None:
+            error = self.reactivation_errors.get(plan.customer_id)
+            return (None, error) if error else (plan.customer_id, "")
+        name = customer_key(plan.customer_name or "")
+        customer_id = self.customer_ids.get(name)
+        if customer_id is None:
+            return None, self.customer_errors.get(name, "customer could not be created")
+        return customer_id, ""
 
     # -- the lock ------------------------------------------------------------------------
 
@@ -241,51 +321,78 @@ class Loader:
         if error is not None:
             raise error
 
-    def _reactivate(self, customers: Sequence[Customer]) -> None:
+    def _reactivate(self, wanted: Sequence[CustomerToReactivate]) -> None:
+        """Make the patients' inactive customers active again, with their DisplayName set
+        back to the name without " (deleted)" where the plan says so. A restore refused
+        because the plain name is taken (6240) reactivates without renaming and says so."""
         # An earlier chunk may have reactivated it since this chunk was looked up.
         pending = [
-            c
-            for c in customers
-            if customer_key(c.display_name) not in self.customer_ids
-            and customer_key(c.display_name) not in self.customer_errors
+            r
+            for r in wanted
+            if r.customer.id not in self.reactivated
+            and r.customer.id not in self.reactivation_errors
         ]
-        for chunk in _slices(pending, self.batch_size):
-            items = [
-                _batch_item(
-                    f"r{n}",
-                    "update",
-                    "Customer",
-                    {"Id": c.id, "SyncToken": c.sync_token, "sparse": True, "Active": True},
-                )
-                for n, c in enumerate(chunk)
-            ]
-            results = self._send(items, "customer reactivation") or {}
-            unsure: list[Customer] = []
-            for n, customer in enumerate(chunk):
-                result = results.get(f"r{n}")
-                if result is not None and result.fault is None:
-                    self.customer_ids[customer_key(customer.display_name)] = customer.id
-                    self.report.customers_reactivated += 1
-                else:
-                    unsure.append(customer)
-            if unsure:
-                # Unknown or refused: read them back (reactivation is idempotent).
-                found = self.qbo.find_customers_by_names(
-                    [c.display_name for c in unsure], include_inactive=True
-                )
-                active = {customer_key(c.display_name): c.id for c in found if c.active}
-                for n, customer in enumerate(chunk):
-                    if customer not in unsure:
-                        continue
-                    key = customer_key(customer.display_name)
-                    if key in active:
-                        self.customer_ids[key] = active[key]
-                        self.report.customers_reactivated += 1
-                    else:
-                        result = results.get(f"r{n}")
-                        self.customer_errors[key] = _fault_text(
-                            result.fault if result else None, "reactivate"
+        for _ in range(RESOLVE_ROUNDS):
+            if not pending:
+                return
+            again: list[CustomerToReactivate] = []
+            for chunk in _slices(pending, self.batch_size):
+                items = [
+                    _batch_item(f"r{n}", "update", "Customer", _reactivation_body(r))
+                    for n, r in enumerate(chunk)
+                ]
+                results = self._send(items, "customer reactivation") or {}
+                unsure: list[CustomerToReactivate] = []
+                for n, wish in enumerate(chunk):
+                    result = results.get(f"r{n}")
+                    if result is not None and result.fault is None:
+                        self._reactivated(wish, result.entity)
+                    elif (
+                        result is not None
+                        and result.fault is not None
+                        and result.fault.code == "6240"
+                        and wish.restore_name
+                    ):
+                        # The plain name is someone else's now: keep the suffixed one.
+                        again.append(
+                            CustomerToReactivate(
+                                wish.customer,
+                                None,
+                                f"customer {wish.customer.id} reactivated without its plain "
+                                "name, which another QBO name holds",
+                            )
                         )
+                    else:
+                        unsure.append(wish)
+                if unsure:
+                    again.extend(self._read_back(unsure, results))
+            pending = again
+
+    def _read_back(
+        self, unsure: list[CustomerToReactivate], results: Mapping[str, Any]
+    ) -> list[CustomerToReactivate]:
+        """Unknown or refused reactivations: read the customers back by Id (reactivating is
+        idempotent). Returns those still inactive whose refusal is not final."""
+        found = {c.id: c for c in self.qbo.find_customers_by_ids([w.customer.id for w in unsure])}
+        again = []
+        for wish in unsure:
+            current = found.get(wish.customer.id)
+            if current is not None and current.active:
+                self._reactivated(wish, current.raw)
+            elif current is not None and current.sync_token != wish.customer.sync_token:
+                again.append(replace(wish, customer=current))  # changed meanwhile: again
+            else:
+                self.reactivation_errors[wish.customer.id] = (
+                    "could not reactivate customer " + wish.customer.id
+                )
+        return again
+
+    def _reactivated(self, wish: CustomerToReactivate, entity: Mapping[str, Any] | None) -> None:
+        self.reactivated[wish.customer.id] = str((entity or {}).get("DisplayName") or "")
+        self.report.customers_reactivated += 1
+        if wish.note:
+            self.report.notices.append(wish.note)
+        log.info("customer %s reactivated", wish.customer.id)
 
     def _create_customers(self, names: Sequence[str]) -> None:
         # Created by an earlier chunk (its look-up ran before that), or already refused.
@@ -373,6 +480,8 @@ class Loader:
                 try:
                     answer = self.qbo.void_invoice(write.invoice.id, write.invoice.sync_token)
                     write.done, write.invoice_id = True, str(answer.get("Id", write.invoice.id))
+                    write.sync_token = _text(answer.get("SyncToken"))
+                    write.intuit_tid = getattr(answer, "intuit_tid", None)
                     self.progress.wrote(1)
                 except (OutcomeUnknown, MalformedPayload):
                     uncertain.append(write)
@@ -402,10 +511,11 @@ class Loader:
                 continue
             invoice = current[0] if current else None
             if action in (Action.DELETE, Action.VOID):
-                if invoice is None or (action is Action.VOID and _is_void(invoice)):
+                if invoice is None or (action is Action.VOID and is_voided(invoice)):
                     write.done = True
                     write.invoice_id = write.invoice.id if write.invoice else None
-                elif invoice.paid and not _is_void(invoice):
+                    write.sync_token = invoice.sync_token if invoice is not None else None
+                elif invoice.paid and not is_voided(invoice):
                     write.error = "a payment was applied meanwhile; not removed"
                 else:
                     write.invoice = invoice
@@ -415,6 +525,7 @@ class Loader:
             assert draft is not None and write.customer_id is not None
             if invoice is not None and draft_matches(draft, write.customer_id, item_ids, invoice):
                 write.done, write.invoice_id = True, invoice.id
+                write.sync_token = invoice.sync_token
             elif invoice is None:
                 if action is Action.UPDATE:
                     write.error = "the invoice disappeared during the run; will retry"
@@ -441,6 +552,8 @@ class Loader:
                     PAST[write.plan.action],
                     invoice_id=write.invoice_id,
                     customer_id=write.customer_id,
+                    sync_token=write.sync_token,
+                    intuit_tid=write.intuit_tid,
                 )
             else:
                 outcome = outcome_of(
@@ -496,6 +609,8 @@ def _absorb(write: _Write, result: Any, uncertain: list[_Write]) -> None:
         write.done = True
         entity = result.entity or {}
         write.invoice_id = str(entity.get("Id") or (write.invoice.id if write.invoice else ""))
+        write.sync_token = _text(entity.get("SyncToken"))
+        write.intuit_tid = getattr(result, "intuit_tid", None)
         log.info(
             "quote %s: invoice %s %s", write.plan.number, write.invoice_id, PAST[write.plan.action]
         )
@@ -515,8 +630,20 @@ def _batch_item(bid: str, operation: str, entity: str, body: dict[str, Any]) -> 
     return BatchItem(bid=bid, operation=operation, entity=entity, body=body, query=None)
 
 
-def _is_void(invoice: Invoice) -> bool:
-    return invoice.total == 0 and invoice.balance == 0
+def _reactivation_body(wish: CustomerToReactivate) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "Id": wish.customer.id,
+        "SyncToken": wish.customer.sync_token,
+        "sparse": True,
+        "Active": True,
+    }
+    if wish.restore_name:
+        body["DisplayName"] = wish.restore_name
+    return body
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def _fault_text(fault: QBOFault | None, what: str) -> str:

@@ -464,9 +464,10 @@ class Reconciler:
         # Only completed quotes need their body (to build the draft); a summary tells
         # the status, Version and patient of the others.
         completed = [n for n, s in summaries.items() if s.status_id == STATUS_COMPLETED]
-        self.progress.phase("fetching quotes", len(completed))
+        self.progress.window(len(completed))
+        self.progress.phase("fetching quotes")
         fetched = self.fourd.get_quotes(completed) if completed else {}
-        self.progress.advance(len(completed))
+        self.progress.quotes_done(len(completed))
         rules = MappingRules.from_settings(self.settings)
         inputs = [_input(s, fetched.get(n), rules) for n, s in summaries.items()]
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from fourdqbo.state.items import Difference
 from fourdqbo.timefmt import iso_z
 
 # Report action names (DESIGN.md): past tense for what happened, `would_*` in a dry run.
@@ -39,9 +40,16 @@ class QuoteOutcome:
     customer_id: str | None = None
     error: str | None = None
     reason: str = ""
+    # 0.2: what needs a person (on a conflict), what differs, and what the write left in
+    # QBO (for the ledger): the invoice's SyncToken after it and the answer's intuit_tid.
+    kind: str | None = None
+    differences: tuple[Difference, ...] = ()
+    sync_token: str | None = None
+    intuit_tid: str | None = None
+    in_step: bool = False  # unchanged because QBO already equals the quote (ledger: adopt)
 
     def as_dict(self, dry_run: bool) -> dict[str, Any]:
-        return {
+        document: dict[str, Any] = {
             "quote": self.quote,
             "version": self.version,
             "status": self.status,
@@ -51,6 +59,12 @@ class QuoteOutcome:
             "error": self.error,
             "reason": self.reason,
         }
+        if self.kind is not None:
+            document["kind"] = self.kind
+            document["differences"] = [
+                {"field": d.field, "qbo": d.qbo, "quote": d.quote} for d in self.differences
+            ]
+        return document
 
 
 @dataclass
@@ -67,6 +81,17 @@ class RunReport:
     aborted: str | None = None  # why the run stopped early, if it did
     customers_created: int = 0
     customers_reactivated: int = 0
+    # What needs a person after this run: `new` counts what this run found for the first
+    # time (items, quotes that gave up, first failures), `open` the items still open.
+    # None until the run was assessed (a run that aborted early).
+    attention: dict[str, int] | None = None
+    # The exit code the notification rule gave (quiet unless something is new); None
+    # means the plain rule: 1 when anything failed or conflicts.
+    verdict: int | None = None
+    # One line each for what `--quiet` prints: the new things, or everything open when
+    # the run reminds. Quote numbers, kinds and our own reasons only.
+    to_report: list[str] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)  # e.g. a CDC gap to audit
 
     def record(self, outcome: QuoteOutcome) -> None:
         self.outcomes[outcome.quote] = outcome
@@ -81,6 +106,8 @@ class RunReport:
 
     @property
     def exit_code(self) -> int:
+        if self.verdict is not None:
+            return self.verdict
         counts = self.counts()
         return 1 if counts["failed"] or counts["conflicts"] else 0
 
@@ -103,6 +130,8 @@ class RunReport:
                 "reactivated": self.customers_reactivated,
             },
             "aborted": self.aborted,
+            "attention": dict(self.attention) if self.attention is not None else None,
+            "notices": list(self.notices),
         }
 
     def summary(self) -> dict[str, Any]:

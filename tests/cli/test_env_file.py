@@ -273,10 +273,16 @@ def test_the_metrics_file_is_replaced_by_each_run_and_by_status(
     assert "could not write" not in status.stderr
     assert north.metrics.stat().st_ino != before
     found = metric_samples(north.metrics)
-    # The seeded conflict stays open, so no run of this practice has succeeded yet.
-    assert {name for name, _ in found} == METRIC_NAMES - {"fourdqbo_last_success_timestamp_seconds"}
+    # The first run found the seeded conflict (exit 1); the second knew it already: a
+    # quiet, successful run, while the item stays open and counted.
+    assert {name for name, _ in found} == METRIC_NAMES
     code = ("fourdqbo_last_run_exit_code", frozenset({("realm", REALMS["north"])}))
-    assert found[code] == again.returncode == 1  # status shows the last recorded run
+    assert found[code] == again.returncode == 0  # status shows the last recorded run
+    paid = (
+        "fourdqbo_attention_items",
+        frozenset({"realm": REALMS["north"], "kind": "paid"}.items()),
+    )
+    assert found[paid] == 1
     assert sorted(p.name for p in north.metrics.parent.iterdir()) == ["fourdqbo.prom"]
 
 

@@ -152,6 +152,7 @@ def seed_every_finding(sandbox: Sandbox, cli: Invoke, store: StateStore) -> Seed
 def audit(cli: Invoke, *args: str) -> tuple[int, dict[str, Any]]:
     result = cli("reconcile", "--json", *args)
     assert result.exit_code in (0, 1), result.output
+    assert result.stdout, result.output
     return result.exit_code, json.loads(result.stdout)
 
 

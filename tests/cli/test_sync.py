@@ -127,6 +127,7 @@ def test_status_json_of_a_fresh_installation(
         "lock": None,
         "retry_queue": [],
         "conflicts": [],
+        "cdc_cursor": None,
         "runs": [],
     }
 
@@ -160,7 +161,7 @@ def test_status_after_a_run_shows_watermark_conflict_and_history(
     human = cli("sync", "status")
     assert human.exit_code == 0
     assert document["watermark"] in human.stdout
-    assert "conflicts (need a person)" in human.stdout
+    assert "needs a person" in human.stdout
     assert str(sandbox.facts.conflict_quote) in human.stdout
     assert "last runs" in human.stdout
     assert report["run_id"] in human.stdout

@@ -77,13 +77,16 @@ def test_second_run_writes_nothing(sandbox: Sandbox, sync: SyncRun) -> None:
     sync()
     sandbox.clear_requests()
     code, report = sync()
-    assert code == 1  # only the open conflict remains
+    # Only the open conflict remains, and a person knows of it already: a quiet run.
+    assert code == 0
+    assert report["attention"] == {"new": 0, "open": 1}
+    assert report["counts"]["conflicts"] == 1
     assert report["counts"]["created"] == report["counts"]["updated"] == 0
     assert report["counts"]["deleted"] == 0
     assert qbo_writes(sandbox) == []
 
 
-def test_no_op_run_makes_one_4d_request_and_no_qbo_request(sandbox: Sandbox, sync: SyncRun) -> None:
+def test_no_op_run_makes_one_4d_request_and_one_cdc_read(sandbox: Sandbox, sync: SyncRun) -> None:
     paid = sandbox.facts.conflict_invoice_id
     sync()
     # The bookkeeper settles the conflict (refunds the payment); the next run updates the
@@ -97,11 +100,13 @@ def test_no_op_run_makes_one_4d_request_and_no_qbo_request(sandbox: Sandbox, syn
     # starts at the previous run's start and holds nothing.
     sandbox.clear_requests()
     code, report = sync(SYNC_OVERLAP_SECONDS="0")
-    assert code == 0, report
-    assert report["counts"]["seen"] == 0
+    assert code == 0, (report["quotes"], report["attention"], report["notices"])
+    assert report["counts"]["seen"] == 0, report["quotes"]
+    # One 4D list call and one QBO change-data-capture read: our own writes of the run
+    # before are recognised by their SyncToken and cost nothing more.
     assert len(sandbox.requests_to("fourd")) == 1
-    assert sandbox.requests_to("qbo") == []
-    assert report["requests"] == {"fourd": 1, "qbo": 0}
+    assert [r.path.rsplit("/", 1)[-1] for r in sandbox.requests_to("qbo")] == ["cdc"]
+    assert report["requests"]["fourd"] == 1 and report["requests"]["qbo"] == 1
 
 
 def test_edited_quote_updates_its_invoice(
@@ -115,7 +120,7 @@ def test_edited_quote_updates_its_invoice(
     sandbox.clock.advance(60)
     sandbox.practice.edit_quote(number)
     code, report = sync()
-    assert code == 1  # the seed's conflict is still open
+    assert code == 0  # the seed's conflict is still open, but nothing is new
     outcome = next(q for q in report["quotes"] if q["quote"] == number)
     assert outcome["action"] == "updated"
     after = sandbox.company.invoices_by_doc(number)
@@ -135,7 +140,7 @@ def test_reopened_quote_removes_its_invoice(
     sandbox.clock.advance(60)
     sandbox.practice.set_status(number, 1)
     code, report = sync(SYNC_REOPENED_ACTION=reopened_action)
-    assert code == 1 and report["counts"]["failed"] == 0
+    assert code == 0 and report["counts"]["failed"] == 0
     outcome = next(q for q in report["quotes"] if q["quote"] == number)
     remaining = sandbox.company.invoices_by_doc(number)
     if reopened_action == "delete":
