@@ -150,7 +150,7 @@ class Extractor:
         # A quote that gave up and was then accepted (`sync accept`: nothing to do about
         # it) stays left alone the same way, until its Version changes.
         for quote, acceptance in self.state.acceptances().items():
-            if acceptance.kind is AttentionKind.GAVE_UP:
+            if acceptance.kind == AttentionKind.GAVE_UP:
                 gave_up.setdefault(quote, acceptance.version)
         waiting = [item.quote for item in open_before if item.quote not in gave_up]
         numbers = [
