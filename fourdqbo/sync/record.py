@@ -249,7 +249,13 @@ def _judge(
     report.attention = {"new": new, "open": len(verdict.open_items)}
     reasons = {item.quote: item.reason for item in run.open_before}
     reasons.update({o.quote: o.error or o.reason for o in outcomes.values()})
-    report.to_report = [_line(thing, reasons) for thing in verdict.to_report]
+    # A failure that gave up in this run is reported once, as the `gave_up` item it became
+    # (not also as "queued, tried again next run", which it no longer is).
+    report.to_report = [
+        _line(thing, reasons)
+        for thing in verdict.to_report
+        if not (isinstance(thing, Failure) and thing in verdict.gave_up)
+    ]
     if run.gap_notice:
         report.to_report.append(run.gap_notice)
     report.verdict = 1 if verdict.exit_code or run.gap_notice else 0
