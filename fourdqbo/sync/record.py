@@ -119,6 +119,14 @@ def record_outcomes(
         # announced) by the run that gets through; only what was already open is kept.
         items = [i for i in items if i.quote in before]
     if items:
+        # A bookkeeper may `sync accept` while this run is under way (accept takes no lock),
+        # and a refused `sync apply` must not re-open what was accepted: an acceptance of
+        # the very Version wins over what the run found.
+        accepted = state.acceptances([i.quote for i in items])
+        items = [
+            i for i in items if i.quote not in accepted or accepted[i.quote].version != i.version
+        ]
+    if items:
         state.record_attention(items)
     if resolved:
         state.clear_attention(resolved)

@@ -211,6 +211,39 @@ def test_accept_asks_and_n_writes_nothing(sandbox: Sandbox, cli: Invoke) -> None
     assert items(cli) == {}
 
 
+def test_an_accept_made_while_a_run_is_under_way_is_not_undone_by_that_run(
+    sandbox: Sandbox, cli: Invoke, env: dict[str, str]
+) -> None:
+    from fourdqbo.state.items import Acceptance
+
+    number = sandbox.facts.conflict_quote
+    quiet_run(cli)
+    version = items(cli)[number]["version"]
+    settings = load_settings(env, dotenv_path=None)
+
+    class AcceptMidRun:
+        """`sync accept` as a bookkeeper types it once the run has planned the quote."""
+
+        def __init__(self, state: Any) -> None:
+            self.state = state
+
+        def window(self, total: int) -> None: ...
+        def phase(self, name: str) -> None: ...
+        def wrote(self, count: int) -> None: ...
+
+        def quotes_done(self, count: int) -> None:
+            when = datetime.now().astimezone()
+            self.state.record_acceptance(Acceptance(number, version, when))
+            self.state.clear_attention([number])
+
+    with connect(settings) as conn:
+        engine = SyncEngine(settings, conn.fourd, conn.qbo, conn.state, AcceptMidRun(conn.state))
+        report = engine.run(RunOptions())
+    assert report.outcomes[number].action == "conflict"  # planned before the accept
+    assert number not in items(cli)
+    assert quiet_run(cli).exit_code == 0
+
+
 @pytest.mark.parametrize("command", ["accept", "apply", "retry"])
 def test_an_unknown_quote_is_a_one_line_usage_error_and_nothing_changes(
     sandbox: Sandbox, cli: Invoke, command: str
