@@ -158,10 +158,12 @@ def accept(
         if unversioned:
             versions.update(_current_versions(settings, unversioned))
         for item in items:
-            info(
-                f"quote {item.quote} version {versions[item.quote]}: {item.kind}: "
-                "QBO stays as it is"
+            kept = (
+                "not tried again at this Version"
+                if AttentionKind(item.kind) is AttentionKind.GAVE_UP
+                else "QBO stays as it is"
             )
+            info(f"quote {item.quote} version {versions[item.quote]}: {item.kind}: {kept}")
         if not yes and not typer.confirm("Accept?"):
             raise typer.Exit(1)
         now = utcnow()
@@ -240,7 +242,7 @@ def apply(
         what = "including invoices with a payment applied" if paid else "unpaid invoices only"
         listed = ", ".join(f"{q} (version {versions[q]})" for q in numbers)
         info(f"write into QBO now ({what}): {listed}")
-        if not typer.confirm("Apply?"):
+        if not typer.confirm("Apply?", err=True):  # stdout stays the --json document
             raise typer.Exit(1)
     run_engine(
         ctx,

@@ -340,6 +340,17 @@ def test_apply_asks_and_n_writes_nothing(sandbox: Sandbox, cli: Invoke) -> None:
     assert items(cli)[number]["kind"] == "paid"
 
 
+def test_apply_json_asks_on_stderr_and_prints_only_the_report(
+    sandbox: Sandbox, cli: Invoke
+) -> None:
+    number = sandbox.facts.conflict_quote
+    quiet_run(cli)
+    result = cli("sync", "apply", number, "--paid", "--json", input="y\n")
+    assert result.exit_code == 0, result.output
+    assert "Apply?" in result.stderr
+    assert json.loads(result.stdout)["quotes"][0]["action"] == "updated"
+
+
 @pytest.mark.parametrize("paid", [False, True])
 def test_apply_never_deletes_or_voids_a_reopened_quotes_paid_invoice(
     sandbox: Sandbox, cli: Invoke, paid: bool
