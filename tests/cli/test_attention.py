@@ -604,6 +604,7 @@ def test_the_reminder_reports_everything_open_once_after_the_interval(
         store.close()
     reminded = quiet_run(cli, **remind)
     assert reminded.exit_code == 1
+    assert "reminder: 1 still open" in reminded.stderr
     assert f"quote {sandbox.facts.conflict_quote}: paid" in reminded.stderr
     after = quiet_run(cli, **remind)
     assert after.exit_code == 0 and after.stderr == ""
