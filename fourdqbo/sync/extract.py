@@ -234,7 +234,10 @@ class Extractor:
         queued: bool = False,
     ) -> QuoteInput:
         if isinstance(fetched, FourdqboError):
-            version = listed.version if listed else 0
+            # The Version a malformed answer still stated beats none: a queued quote is
+            # often not listed, and the Version is what a give-up is kept for.
+            stated = getattr(fetched, "version", None)
+            version = stated if isinstance(stated, int) else listed.version if listed else 0
             status = listed.status_id if listed else None
             error = str(fetched)
             if queued and listed is None and getattr(fetched, "status", None) == 404:
