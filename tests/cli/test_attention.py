@@ -533,8 +533,11 @@ def test_accepting_a_quote_that_gave_up_leaves_that_version_alone(
     assert cli("sync", "accept", number, "--yes").exit_code == 0
     sandbox.clock.advance(60)
     sandbox.practice.touch(number)  # in the window again, the same Version, still broken
+    sandbox.clear_requests()
     _, report = json_run(cli)
-    assert outcome(report, number)["action"] == "unchanged"
+    # Left alone as a quote that gave up is: not fetched, not reported, not written.
+    assert number not in [q["quote"] for q in report["quotes"]]
+    assert not [r for r in sandbox.requests_to("fourd") if number in str(r.query)]
     assert report["attention"]["new"] == 0
     status = json.loads(cli("sync", "status", "--json").stdout)
     assert number not in [e["quote"] for e in status["retry_queue"]]
