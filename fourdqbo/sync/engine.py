@@ -35,7 +35,7 @@ from fourdqbo.sync.collaborators import (
 from fourdqbo.sync.extract import Extractor, Window
 from fourdqbo.sync.load import PAST, Loader, PlannedChunk, write_batch_size
 from fourdqbo.sync.mapping import customer_display_name
-from fourdqbo.sync.pipeline import Interrupted, run_chunks
+from fourdqbo.sync.pipeline import Interrupted, chunked, run_chunks
 from fourdqbo.sync.planning import plan_sync
 from fourdqbo.sync.record import RunState, record_run
 from fourdqbo.sync.report import RunReport
@@ -165,7 +165,7 @@ class SyncEngine:
                 report.record(chunk.outcome(quote_plan, PAST[quote_plan.action]))
             self.progress.quotes_done(len(chunk.plan.quotes))
 
-        chunks = window.chunks(self.settings.sync_chunk_size)
+        chunks = chunked(window.numbers, self.settings.sync_chunk_size)
         if options.dry_run:
             run_chunks(chunks, produce, dry_run, stop=self.stop, ahead=CHUNKS_AHEAD)
             return

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fourdqbo.errors import UpstreamError
-from fourdqbo.sync.pipeline import Interrupted, run_chunks
+from fourdqbo.sync.pipeline import FIRST_CHUNK_SHARE, Interrupted, chunked, run_chunks
 
 
 def _no_producer_left() -> bool:
@@ -146,3 +146,25 @@ def test_write_batches_are_sized_to_fill_the_request_limit_exactly() -> None:
     assert write_batch_size(600, 40) == 30
     assert write_batch_size(499, 40) == 30  # no divisor worth having: full batches
     assert write_batch_size(500, 10) == 30  # 20 batches would pass the batch limit
+
+
+@settings(max_examples=50, deadline=None)
+@given(count=st.integers(min_value=0, max_value=400), size=st.integers(min_value=1, max_value=300))
+def test_chunked_keeps_the_order_with_a_small_first_chunk(count: int, size: int) -> None:
+    numbers = [f"Q{n}" for n in range(count)]
+    chunks = list(chunked(numbers, size))
+    assert [n for chunk in chunks for n in chunk] == numbers
+    first = -(-size // FIRST_CHUNK_SHARE)
+    if chunks:
+        assert len(chunks[0]) == min(first, count)
+        assert all(len(chunk) == size for chunk in chunks[1:-1])
+        assert all(1 <= len(chunk) <= size for chunk in chunks)
+
+
+def test_the_first_chunk_is_an_eighth_of_the_others() -> None:
+    sizes = [len(chunk) for chunk in chunked(list(range(1000)), 250)]
+    assert sizes == [32, 250, 250, 250, 218]
+    assert [len(c) for c in chunked([1, 2, 3], 5)] == [1, 2]
+    assert [len(c) for c in chunked([1, 2, 3], 5, first_share=1)] == [3]
+    with pytest.raises(ValueError):
+        next(chunked([1], 0))
