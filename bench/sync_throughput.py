@@ -265,6 +265,11 @@ def sync_in_child(env: dict[str, str], clock_offset: float) -> dict[str, Any]:
 def _child_sync(env: dict[str, str], clock_offset: float, send: Any) -> None:
     """The child: fresh clients and state store, as `fourdqbo sync run` opens them."""
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s: %(message)s")
+    pipeline = _Kept()
+    kept = logging.getLogger("fourdqbo.sync.pipeline")
+    kept.setLevel(logging.INFO)
+    kept.addHandler(pipeline)
+    kept.propagate = False
     try:
         from fourdqbo.cli.sync import connect
         from fourdqbo.sync.engine import RunOptions, SyncEngine
@@ -294,12 +299,24 @@ def _child_sync(env: dict[str, str], clock_offset: float, send: Any) -> None:
                 "chunk_size": settings.sync_chunk_size,
                 "first_chunk": len(next(chunked(range(size), size))),
                 "fourd_in_flight": settings.fourd_max_in_flight,
+                "pipeline": pipeline.messages[-1] if pipeline.messages else "",
             }
         )
     except BaseException as exc:  # the parent says what went wrong
         send.send({"error": f"{type(exc).__name__}: {exc}"})
     finally:
         send.close()
+
+
+class _Kept(logging.Handler):
+    """Keeps the pipeline's INFO line (who waited for whom) for the report."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
 
 
 def run_benchmark(
@@ -361,6 +378,8 @@ def run_benchmark(
     row("wall / ideal", f"{measured.wall / measured.ideal:.3f}")
     row("peak RSS of the sync", f"{measured.peak_rss_kb / 1024:.0f} MB", "its own process")
     row("CPU of the sync", f"{result['cpu']:.1f} s", "user + system, its own process")
+    if result["pipeline"]:
+        print(f"  {result['pipeline']}")
     row("audit", checked.summary(), f"{audit_seconds:.1f} s")
 
     # The next cron run: nothing changed in 4D since the full run. Its CDC read holds the
