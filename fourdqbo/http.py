@@ -214,18 +214,23 @@ class RateLimiter:
         return self.window + self.guard  # unreachable: units <= limit
 
 
-def acquire_together(pacing: Sequence[tuple[RateLimiter, int]]) -> float:
+def acquire_together(
+    pacing: Sequence[tuple[RateLimiter, int]], before: Callable[[], None] | None = None
+) -> float:
     """Block until every limiter allows its units at one instant, spend them all there;
-    returns the seconds waited.
+    returns the seconds waited. `before` (the sync lock's check before a write) runs once
+    they allow, before anything is spent; if it raises, nothing is.
 
     One after the other would stamp the first limiter's spend before the wait for the
     next (a batch waits for the batch limit after its items were stamped): the first
     limiter's log would then release that slot early, by up to that wait, and a server
-    counting from the arrival answers 429. Here no limiter spends until all of them
-    allow, so each log holds the instant the request leaves.
+    counting from the arrival answers 429. The same holds for `before`, which asks the
+    state store. Here nothing is spent until all limiters allow after `before`, so each
+    log holds the instant the request leaves.
     """
     limiters = sorted({id(limiter): limiter for limiter, _ in pacing}.values(), key=id)
     waited = 0.0
+    checked = before is None
     while True:
         for limiter in limiters:
             limiter._lock.acquire()
@@ -235,16 +240,22 @@ def acquire_together(pacing: Sequence[tuple[RateLimiter, int]]) -> float:
             for limiter, units in pacing:
                 wait, stamps[id(limiter)] = limiter._pause(units)
                 pause = max(pause, wait)
-            if pause <= 0:
+            if pause <= 0 and checked:
                 for limiter, units in pacing:
                     limiter._spend(units, stamps[id(limiter)])
                 return waited
         finally:
             for limiter in reversed(limiters):
                 limiter._lock.release()
+        if pause <= 0:  # allowed: check, then take the allowance if it is still there
+            assert before is not None
+            before()
+            checked = True
+            continue
         pause = max(pause, RateLimiter._MIN_PAUSE)
         min(limiters, key=id)._sleep(pause)
         waited += pause
+        checked = before is None  # a long wait: check again once allowed
 
 
 READ = "read"
@@ -353,10 +364,11 @@ class HttpTransport:
         throttle_waited = 0.0
         while True:
             attempt += 1
+            before = None if idempotent else self.before_write
             if pacing:
-                acquire_together(pacing)
-            if not idempotent and self.before_write is not None:
-                self.before_write()
+                acquire_together(pacing, before)
+            elif before is not None:
+                before()
             try:
                 with self._in_flight:
                     response = self.client.request(

@@ -692,6 +692,23 @@ def test_requests_and_batches_are_paced_at_the_instant_they_leave(
     assert [at for at, _ in items._spent] == [at for at, _ in sent][-len(items._spent) :]
 
 
+def test_the_check_before_a_write_runs_once_allowed_and_before_the_spend() -> None:
+    # Regression: the sync lock's check (a state-store call) ran between the stamp and the
+    # send, adding its time to the arrival delay the guard must absorb: 429s.
+    clock = FakeClock()
+    items = RateLimiter(1, 10.0, guard=0.0, clock=clock, sleep=clock.sleep)
+    items.acquire()
+    checks: list[float] = []
+
+    def check() -> None:
+        checks.append(clock.now)
+        clock.now += 0.5  # the check takes time
+
+    assert acquire_together([(items, 1)], check) == pytest.approx(10.0)
+    assert checks == [pytest.approx(1010.0)]  # once allowed, not before the wait
+    assert [at for at, _ in items._spent] == [pytest.approx(1010.5)]  # after the check
+
+
 def test_waiting_together_loses_nothing_against_the_limit() -> None:
     clock = FakeClock()
     items = RateLimiter(500, 5.0, 100, clock=clock, sleep=clock.sleep)
@@ -728,8 +745,12 @@ def test_before_write_runs_after_pacing_and_can_stop_the_write() -> None:
     events: list[str] = []
 
     class Recorder(RateLimiter):
-        def _spend(self, units: int, now: float) -> None:
+        def _pause(self, units: int) -> tuple[float, float]:
             events.append("paced")
+            return super()._pause(units)
+
+        def _spend(self, units: int, now: float) -> None:
+            events.append("spent")
             super()._spend(units, now)
 
     def refuse() -> None:
@@ -746,6 +767,7 @@ def test_before_write_runs_after_pacing_and_can_stop_the_write() -> None:
         # Reads never ask: only writes can do harm after the right to write is gone.
         router.get("/read").mock(return_value=httpx.Response(200, json={}))
         transport.request("GET", "/read", idempotent=True)
+    # Paced, checked, and nothing spent for the write that never left.
     assert events == ["paced", "checked"]
 
 
