@@ -43,11 +43,13 @@ from fourdqbo.timefmt import utcnow
 
 log = logging.getLogger(__name__)
 
-CHUNKS_AHEAD = 3  # chunks being read or read ahead while one is written
-# Chunks read at once: one chunk's 4D fetch overlaps another's QBO look-ups (which wait on
-# the limiter behind the writes); one reader left the writer waiting for chunks for 8 of
-# a 10,000-quote run's 44 s at a 1-second window.
-CHUNK_READERS = 2
+CHUNKS_AHEAD = 2  # chunks being read or read ahead while one is written
+# Chunks read at once. Two overlap one chunk's 4D fetch with another's QBO look-ups (the
+# writer's wait for chunks on 10,000 quotes at a 1-second window: 8.4 s of 44 s with one,
+# 2.0-2.6 s with two), but more chunks are then looked up before the customers of earlier
+# ones exist: 1,000 quotes cost 2,019-2,305 request units instead of 1,919, slower in the
+# end. Against QBO's minute 4D is never the pace (a chunk's fetch: 3 s; its writes: 50 s).
+CHUNK_READERS = 1
 
 
 @dataclass(frozen=True)
