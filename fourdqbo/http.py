@@ -175,6 +175,7 @@ class RateLimiter:
         self._spent: deque[tuple[float, int]] = deque()
         self._spent_total = 0
         self._lock = threading.Lock()
+        self._first_waiting = 0  # callers with `first=True` waiting (reads)
 
     def acquire(self, units: int = 1) -> float:
         """Block until `units` may be spent; returns the seconds waited.
@@ -215,7 +216,10 @@ class RateLimiter:
 
 
 def acquire_together(
-    pacing: Sequence[tuple[RateLimiter, int]], before: Callable[[], None] | None = None
+    pacing: Sequence[tuple[RateLimiter, int]],
+    before: Callable[[], None] | None = None,
+    *,
+    first: bool = False,
 ) -> float:
     """Block until every limiter allows its units at one instant, spend them all there;
     returns the seconds waited. `before` (the sync lock's check before a write) runs once
@@ -231,31 +235,49 @@ def acquire_together(
     limiters = sorted({id(limiter): limiter for limiter, _ in pacing}.values(), key=id)
     waited = 0.0
     checked = before is None
-    while True:
-        for limiter in limiters:
-            limiter._lock.acquire()
-        try:
-            pause = 0.0
-            stamps: dict[int, float] = {}
-            for limiter, units in pacing:
-                wait, stamps[id(limiter)] = limiter._pause(units)
-                pause = max(pause, wait)
-            if pause <= 0 and checked:
+    if first:
+        _count_first(limiters, 1)
+    try:
+        while True:
+            for limiter in limiters:
+                limiter._lock.acquire()
+            try:
+                pause = 0.0
+                stamps: dict[int, float] = {}
                 for limiter, units in pacing:
-                    limiter._spend(units, stamps[id(limiter)])
-                return waited
-        finally:
-            for limiter in reversed(limiters):
-                limiter._lock.release()
-        if pause <= 0:  # allowed: check, then take the allowance if it is still there
-            assert before is not None
-            before()
-            checked = True
-            continue
-        pause = max(pause, RateLimiter._MIN_PAUSE)
-        min(limiters, key=id)._sleep(pause)
-        waited += pause
-        checked = before is None  # a long wait: check again once allowed
+                    wait, stamps[id(limiter)] = limiter._pause(units)
+                    pause = max(pause, wait)
+                if pause <= 0 and not first and any(x._first_waiting for x in limiters):
+                    pause = _YIELD_PAUSE  # a read is waiting: it goes first
+                if pause <= 0 and checked:
+                    for limiter, units in pacing:
+                        limiter._spend(units, stamps[id(limiter)])
+                    return waited
+            finally:
+                for limiter in reversed(limiters):
+                    limiter._lock.release()
+            if pause <= 0:  # allowed: check, then take the allowance if it is still there
+                assert before is not None
+                before()
+                checked = True
+                continue
+            pause = max(pause, RateLimiter._MIN_PAUSE)
+            min(limiters, key=id)._sleep(pause)
+            waited += pause
+            checked = before is None  # a long wait: check again once allowed
+    finally:
+        if first:
+            _count_first(limiters, -1)
+
+
+# How long a write steps aside for a waiting read before it asks again.
+_YIELD_PAUSE = 0.002
+
+
+def _count_first(limiters: Sequence[RateLimiter], step: int) -> None:
+    for limiter in limiters:
+        with limiter._lock:
+            limiter._first_waiting += step
 
 
 READ = "read"
@@ -366,7 +388,9 @@ class HttpTransport:
             attempt += 1
             before = None if idempotent else self.before_write
             if pacing:
-                acquire_together(pacing, before)
+                # Reads first: in a run they are the next chunk's look-ups, which the
+                # writer will wait for; a write that waits loses nothing.
+                acquire_together(pacing, before, first=idempotent)
             elif before is not None:
                 before()
             try:
