@@ -175,32 +175,33 @@ class RateLimiter:
         self._spent: deque[tuple[float, int]] = deque()
         self._spent_total = 0
         self._lock = threading.Lock()
+        self._first_waiting = 0  # callers with `first=True` waiting (reads)
 
     def acquire(self, units: int = 1) -> float:
         """Block until `units` may be spent; returns the seconds waited.
 
         More than `limit` units at once can never fit a window; they are counted as `limit`.
         """
+        return acquire_together([(self, units)])
+
+    def _pause(self, units: int) -> tuple[float, float]:
+        """(seconds until `units` may be spent, now); the caller holds `_lock`."""
         units = max(1, min(units, self.limit))
-        waited = 0.0
-        while True:
-            with self._lock:
-                now = self._clock()
-                self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
-                self._stamp = now
-                while self._spent and self._spent[0][0] + self.window + self.guard <= now:
-                    self._spent_total -= self._spent.popleft()[1]
-                needed = min(units, self.capacity)
-                bucket_pause = max(needed - self._tokens, 0.0) / self.rate
-                log_pause = self._log_pause(units, now)
-                if bucket_pause <= 0 and log_pause <= 0:
-                    self._tokens -= units
-                    self._spent.append((now, units))
-                    self._spent_total += units
-                    return waited
-                pause = max(bucket_pause, log_pause, self._MIN_PAUSE)
-            self._sleep(pause)
-            waited += pause
+        now = self._clock()
+        self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+        while self._spent and self._spent[0][0] + self.window + self.guard <= now:
+            self._spent_total -= self._spent.popleft()[1]
+        needed = min(units, self.capacity)
+        bucket_pause = max(needed - self._tokens, 0.0) / self.rate
+        return max(bucket_pause, self._log_pause(units, now)), now
+
+    def _spend(self, units: int, now: float) -> None:
+        """Spend `units` at `now`; the caller holds `_lock` and `_pause` said 0."""
+        units = max(1, min(units, self.limit))
+        self._tokens -= units
+        self._spent.append((now, units))
+        self._spent_total += units
 
     def _log_pause(self, units: int, now: float) -> float:
         """Seconds until enough of the log has left the window for `units` more to fit."""
@@ -212,6 +213,71 @@ class RateLimiter:
             if excess <= 0:
                 return stamp + self.window + self.guard - now
         return self.window + self.guard  # unreachable: units <= limit
+
+
+def acquire_together(
+    pacing: Sequence[tuple[RateLimiter, int]],
+    before: Callable[[], None] | None = None,
+    *,
+    first: bool = False,
+) -> float:
+    """Block until every limiter allows its units at one instant, spend them all there;
+    returns the seconds waited. `before` (the sync lock's check before a write) runs once
+    they allow, before anything is spent; if it raises, nothing is.
+
+    One after the other would stamp the first limiter's spend before the wait for the
+    next (a batch waits for the batch limit after its items were stamped): the first
+    limiter's log would then release that slot early, by up to that wait, and a server
+    counting from the arrival answers 429. The same holds for `before`, which asks the
+    state store. Here nothing is spent until all limiters allow after `before`, so each
+    log holds the instant the request leaves.
+    """
+    limiters = sorted({id(limiter): limiter for limiter, _ in pacing}.values(), key=id)
+    waited = 0.0
+    checked = before is None
+    if first:
+        _count_first(limiters, 1)
+    try:
+        while True:
+            for limiter in limiters:
+                limiter._lock.acquire()
+            try:
+                pause = 0.0
+                stamps: dict[int, float] = {}
+                for limiter, units in pacing:
+                    wait, stamps[id(limiter)] = limiter._pause(units)
+                    pause = max(pause, wait)
+                if pause <= 0 and not first and any(x._first_waiting for x in limiters):
+                    pause = _YIELD_PAUSE  # a read is waiting: it goes first
+                if pause <= 0 and checked:
+                    for limiter, units in pacing:
+                        limiter._spend(units, stamps[id(limiter)])
+                    return waited
+            finally:
+                for limiter in reversed(limiters):
+                    limiter._lock.release()
+            if pause <= 0:  # allowed: check, then take the allowance if it is still there
+                assert before is not None
+                before()
+                checked = True
+                continue
+            pause = max(pause, RateLimiter._MIN_PAUSE)
+            min(limiters, key=id)._sleep(pause)
+            waited += pause
+            checked = before is None  # a long wait: check again once allowed
+    finally:
+        if first:
+            _count_first(limiters, -1)
+
+
+# How long a write steps aside for a waiting read before it asks again.
+_YIELD_PAUSE = 0.002
+
+
+def _count_first(limiters: Sequence[RateLimiter], step: int) -> None:
+    for limiter in limiters:
+        with limiter._lock:
+            limiter._first_waiting += step
 
 
 READ = "read"
@@ -320,10 +386,13 @@ class HttpTransport:
         throttle_waited = 0.0
         while True:
             attempt += 1
-            for limiter, units in pacing:
-                limiter.acquire(units)
-            if not idempotent and self.before_write is not None:
-                self.before_write()
+            before = None if idempotent else self.before_write
+            if pacing:
+                # Reads first: in a run they are the next chunk's look-ups, which the
+                # writer will wait for; a write that waits loses nothing.
+                acquire_together(pacing, before, first=idempotent)
+            elif before is not None:
+                before()
             try:
                 with self._in_flight:
                     response = self.client.request(

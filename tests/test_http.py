@@ -19,6 +19,7 @@ from fourdqbo.http import (
     RateLimiter,
     RequestCounter,
     RetryPolicy,
+    acquire_together,
     parse_retry_after,
 )
 from fourdqbo.timefmt import utcnow
@@ -656,6 +657,103 @@ def test_rate_limiter_holds_at_the_server_despite_arrival_jitter(
     assert most_in_any_window(arrivals, 5.0) <= 100
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    requests=st.lists(
+        st.tuples(st.sampled_from([1, 3, 10, 25, 30]), st.sampled_from([0.0, 0.05, 0.3])),
+        min_size=40,
+        max_size=120,
+    )
+)
+def test_requests_and_batches_are_paced_at_the_instant_they_leave(
+    requests: list[tuple[int, float]],
+) -> None:
+    # Regression: the request limiter stamped a batch's items, then the batch limiter made
+    # it wait (one batch per 0.125 s) before it left. The request log then freed those
+    # units up to 0.125 s early, past its 0.1 s guard, and the server, counting from the
+    # arrival, still held them: 429 (bench/sync_throughput.py, a bucket of 100). Acquired
+    # one after the other, such sequences put 525 units in a span of 5.09 s.
+    clock = FakeClock()
+    items = RateLimiter(500, 5.0, 100, clock=clock, sleep=clock.sleep)
+    batches = RateLimiter(40, 5.0, 1, clock=clock, sleep=clock.sleep)
+    sent: list[tuple[float, int]] = []
+    sent_batches: list[tuple[float, int]] = []
+    for units, pause in requests:
+        if units > 1:  # a batch: its items, and one batch
+            acquire_together([(items, units), (batches, 1)])
+            sent_batches.append((clock.now, 1))
+        else:  # a query
+            acquire_together([(items, units)])
+        sent.append((clock.now, units))
+        clock.now += pause  # the caller's own work between requests
+    assert most_in_any_window(sent, 5.0 + 0.09) <= 500
+    assert most_in_any_window(sent_batches, 5.0 + 0.09) <= 40
+    # Each log holds the instant its request left.
+    assert [at for at, _ in items._spent] == [at for at, _ in sent][-len(items._spent) :]
+
+
+def test_the_check_before_a_write_runs_once_allowed_and_before_the_spend() -> None:
+    # Regression: the sync lock's check (a state-store call) ran between the stamp and the
+    # send, adding its time to the arrival delay the guard must absorb: 429s.
+    clock = FakeClock()
+    items = RateLimiter(1, 10.0, guard=0.0, clock=clock, sleep=clock.sleep)
+    items.acquire()
+    checks: list[float] = []
+
+    def check() -> None:
+        checks.append(clock.now)
+        clock.now += 0.5  # the check takes time
+
+    assert acquire_together([(items, 1)], check) == pytest.approx(10.0)
+    assert checks == [pytest.approx(1010.0)]  # once allowed, not before the wait
+    assert [at for at, _ in items._spent] == [pytest.approx(1010.5)]  # after the check
+
+
+def test_a_waiting_read_goes_before_a_waiting_write() -> None:
+    # In a run the reads are the next chunk's look-ups, which the writer will wait for: a
+    # write that waits a little longer loses nothing (10,000 quotes at a 1-second window:
+    # the writer's wait for chunks fell from 7.4 s to 1.7 s, the rate from 0.87 to 0.90).
+    limiter = RateLimiter(1, 0.3, guard=0.0)
+    limiter.acquire()  # full until 0.3 s from now
+    order: list[str] = []
+
+    def spend(name: str, first: bool) -> None:
+        acquire_together([(limiter, 1)], first=first)
+        order.append(name)
+
+    write = threading.Thread(target=spend, args=("write", False))
+    read = threading.Thread(target=spend, args=("read", True))
+    write.start()
+    time.sleep(0.05)  # the write has waited longer
+    read.start()
+    write.join(2)
+    read.join(2)
+    assert order == ["read", "write"]
+    assert limiter._first_waiting == 0
+
+
+def test_waiting_together_loses_nothing_against_the_limit() -> None:
+    clock = FakeClock()
+    items = RateLimiter(500, 5.0, 100, clock=clock, sleep=clock.sleep)
+    batches = RateLimiter(40, 5.0, 1, clock=clock, sleep=clock.sleep)
+    sent = []
+    for _ in range(80):
+        acquire_together([(items, 25), (batches, 1)])
+        sent.append((clock.now, 25))
+    paced = sum(units for _, units in sent[:-1])
+    assert paced / (sent[-1][0] - sent[0][0]) >= 0.95 * 500 / 5.0
+
+
+def test_waiting_together_spends_nothing_until_every_limiter_allows() -> None:
+    clock = FakeClock()
+    free = RateLimiter(100, 1.0, 100, clock=clock, sleep=clock.sleep)
+    tight = RateLimiter(1, 10.0, clock=clock, sleep=clock.sleep)
+    tight.acquire()
+    started = clock.now
+    assert acquire_together([(free, 5), (tight, 1)]) == pytest.approx(10.0 + tight.guard)
+    assert [at for at, _ in free._spent] == [started + 10.0 + tight.guard]
+
+
 def test_rate_limiter_guard_can_be_set() -> None:
     clock = FakeClock()
     limiter = RateLimiter(1, 10.0, guard=0.0, clock=clock, sleep=clock.sleep)
@@ -670,9 +768,13 @@ def test_before_write_runs_after_pacing_and_can_stop_the_write() -> None:
     events: list[str] = []
 
     class Recorder(RateLimiter):
-        def acquire(self, units: int = 1) -> float:
+        def _pause(self, units: int) -> tuple[float, float]:
             events.append("paced")
-            return 0.0
+            return super()._pause(units)
+
+        def _spend(self, units: int, now: float) -> None:
+            events.append("spent")
+            super()._spend(units, now)
 
     def refuse() -> None:
         events.append("checked")
@@ -688,6 +790,7 @@ def test_before_write_runs_after_pacing_and_can_stop_the_write() -> None:
         # Reads never ask: only writes can do harm after the right to write is gone.
         router.get("/read").mock(return_value=httpx.Response(200, json={}))
         transport.request("GET", "/read", idempotent=True)
+    # Paced, checked, and nothing spent for the write that never left.
     assert events == ["paced", "checked"]
 
 

@@ -57,7 +57,10 @@ log = logging.getLogger(__name__)
 
 SERVICE = "qbo"
 MAX_BATCH_ITEMS = 30  # QBO's limit per batch POST
-REQUEST_BURST = 30  # one full batch may go out at once; the rest is paced
+# Units that may go out at once (a fifth of 500 a minute); the rest is paced. More than one
+# batch: a pause in the run (the writer waiting for the next chunk) leaves allowance
+# the bucket would otherwise forget; the sliding log still caps every window.
+REQUEST_BURST = 100
 OUTCOME_UNKNOWN_CODE = "outcome-unknown"  # QBOFault.code of a batch item QBO did not answer
 AUTH_FAULT_CODE = faults.AUTH_CODE
 RELOGIN_HINT = "QBO refused the token: run `fourdqbo auth login`"

@@ -115,6 +115,10 @@ class Extractor:
         self.rules = MappingRules.from_settings(settings)
         self._item_ids: dict[LineKind, str] | None = None
         self._items_lock = threading.Lock()
+        # Patients whose LIKE look-up found no customer of theirs earlier in this run: not
+        # asked again (one request unit each). A later chunk may be looked up before an
+        # earlier one created the customer; the loader then finds it by name.
+        self._no_pattern_match: set[str] = set()
 
     def begin(self, now: datetime) -> Changes:
         """The run's CDC read: the quotes whose invoice changed in QBO since the cursor."""
@@ -214,15 +218,26 @@ class Extractor:
                 d.patient_id: PatientCustomerWant(d.patient_id, d.customer_name) for d in drafts
             }.values()
         )
-        lonely = needs_pattern_lookup(wants, exact, template)
+        with self._items_lock:
+            asked = [
+                p
+                for p in needs_pattern_lookup(wants, exact, template)
+                if p not in self._no_pattern_match
+            ]
+        patterns = {patient: patient_pattern(template, patient) for patient in asked}
         by_pattern = (
             self.qbo.find_customers_like(
-                [patient_pattern(template, patient).like for patient in lonely],
-                include_inactive=True,
+                [pattern.like for pattern in patterns.values()], include_inactive=True
             )
-            if lonely
+            if patterns
             else []
         )
+        with self._items_lock:
+            self._no_pattern_match.update(
+                patient
+                for patient, pattern in patterns.items()
+                if not any(pattern.matches(c.display_name) for c in by_pattern)
+            )
         seen = {c.id: c for c in [*exact, *by_pattern]}
         return list(seen.values()), resolve_customers(wants, exact, by_pattern, template)
 

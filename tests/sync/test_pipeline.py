@@ -16,17 +16,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fourdqbo.errors import UpstreamError
-from fourdqbo.sync.pipeline import Interrupted, run_chunks
+from fourdqbo.sync.pipeline import FIRST_CHUNK_SHARE, Interrupted, chunked, run_chunks
 
 
 def _no_producer_left() -> bool:
     return not any(t.name == "sync-chunk-producer" for t in threading.enumerate())
 
 
-@settings(max_examples=25, deadline=None)
-@given(count=st.integers(min_value=0, max_value=12), ahead=st.integers(min_value=1, max_value=3))
+@settings(max_examples=40, deadline=None)
+@given(
+    count=st.integers(min_value=0, max_value=12),
+    ahead=st.integers(min_value=1, max_value=3),
+    readers=st.integers(min_value=1, max_value=3),
+)
 def test_every_chunk_is_consumed_in_order_and_the_producer_stays_within_ahead(
-    count: int, ahead: int
+    count: int, ahead: int, readers: int
 ) -> None:
     lock = threading.Lock()
     produced: list[int] = []
@@ -46,7 +50,9 @@ def test_every_chunk_is_consumed_in_order_and_the_producer_stays_within_ahead(
             consumed.append(value // 10)
         time.sleep(0.001)
 
-    done = run_chunks(range(count), produce, consume, stop=threading.Event(), ahead=ahead)
+    done = run_chunks(
+        range(count), produce, consume, stop=threading.Event(), ahead=ahead, readers=readers
+    )
     assert done == count
     assert consumed == list(range(count))
     # While chunk k is consumed, at most `ahead` later chunks were produced.
@@ -74,6 +80,51 @@ def test_the_next_chunk_is_produced_while_the_current_one_is_consumed() -> None:
     assert events.index("produce 1") < events.index("consume 0")
     # ... but chunk 2 only once chunk 1 was taken: one chunk ahead, not more.
     assert events.index("produce 2") > events.index("consume 0")
+
+
+def test_two_readers_read_two_chunks_at_once_but_the_first_alone() -> None:
+    both = threading.Barrier(2, timeout=2)
+    lock = threading.Lock()
+    running = 0
+    alone: list[bool] = []
+
+    def produce(n: int) -> int:
+        nonlocal running
+        with lock:
+            running += 1
+            if n == 0:
+                alone.append(running == 1)
+        if n in (1, 2):
+            both.wait()  # raises BrokenBarrierError unless chunks 1 and 2 are read together
+        time.sleep(0.01 if n == 0 else 0)
+        with lock:
+            running -= 1
+        return n
+
+    consumed: list[int] = []
+    run_chunks(range(6), produce, consumed.append, stop=threading.Event(), ahead=3, readers=2)
+    assert consumed == list(range(6))
+    assert alone == [True]
+    assert _no_producer_left()
+
+
+def test_with_two_readers_an_error_is_raised_at_its_chunk_and_nothing_after_is_read() -> None:
+    error = UpstreamError("4D is down", service="fourd")
+    produced: list[int] = []
+    consumed: list[int] = []
+
+    def produce(n: int) -> int:
+        produced.append(n)
+        if n == 3:
+            raise error
+        return n
+
+    with pytest.raises(UpstreamError) as raised:
+        run_chunks(range(50), produce, consumed.append, stop=threading.Event(), ahead=2, readers=2)
+    assert raised.value is error
+    assert consumed == [0, 1, 2]
+    assert max(produced) <= 4  # the chunk read together with the failed one, no more
+    assert _no_producer_left()
 
 
 def test_a_producer_error_is_raised_as_it_is_after_the_chunk_in_hand() -> None:
@@ -134,9 +185,11 @@ def test_stop_before_the_first_chunk_consumes_nothing() -> None:
     assert consumed == []
 
 
-def test_ahead_must_be_at_least_one() -> None:
+def test_ahead_and_readers_must_be_at_least_one() -> None:
     with pytest.raises(ValueError):
         run_chunks([1], lambda n: n, lambda n: None, stop=threading.Event(), ahead=0)
+    with pytest.raises(ValueError):
+        run_chunks([1], lambda n: n, lambda n: None, stop=threading.Event(), readers=0)
 
 
 def test_write_batches_are_sized_to_fill_the_request_limit_exactly() -> None:
@@ -146,3 +199,25 @@ def test_write_batches_are_sized_to_fill_the_request_limit_exactly() -> None:
     assert write_batch_size(600, 40) == 30
     assert write_batch_size(499, 40) == 30  # no divisor worth having: full batches
     assert write_batch_size(500, 10) == 30  # 20 batches would pass the batch limit
+
+
+@settings(max_examples=50, deadline=None)
+@given(count=st.integers(min_value=0, max_value=400), size=st.integers(min_value=1, max_value=300))
+def test_chunked_keeps_the_order_with_a_small_first_chunk(count: int, size: int) -> None:
+    numbers = [f"Q{n}" for n in range(count)]
+    chunks = list(chunked(numbers, size))
+    assert [n for chunk in chunks for n in chunk] == numbers
+    first = -(-size // FIRST_CHUNK_SHARE)
+    if chunks:
+        assert len(chunks[0]) == min(first, count)
+        assert all(len(chunk) == size for chunk in chunks[1:-1])
+        assert all(1 <= len(chunk) <= size for chunk in chunks)
+
+
+def test_the_first_chunk_is_an_eighth_of_the_others() -> None:
+    sizes = [len(chunk) for chunk in chunked(list(range(1000)), 250)]
+    assert sizes == [32, 250, 250, 250, 218]
+    assert [len(c) for c in chunked([1, 2, 3], 5)] == [1, 2]
+    assert [len(c) for c in chunked([1, 2, 3], 5, first_share=1)] == [3]
+    with pytest.raises(ValueError):
+        next(chunked([1], 0))
