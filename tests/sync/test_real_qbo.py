@@ -17,6 +17,7 @@ import os
 import re
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -495,6 +496,22 @@ def test_reads_one_like_look_up_per_new_patient_30_a_batch_and_none_once_known(
         reads = [r for r in box.requests_to("qbo") if not r.is_write]
         assert len(reads) == report["requests"]["qbo_read"] <= 4
         assert report["requests"]["qbo_read"] < reads_first
+
+
+def test_a_patient_in_several_chunks_is_looked_up_by_pattern_once_a_run(
+    tmp_path: Path, redis_url: str, state_prefix: str
+) -> None:
+    # 15 patients with a quote in each of three chunks of 10 (patient i: quotes i, i+15, i+30).
+    with Sandbox(seed=5, quotes=40, patients=15, completed=40, preexisting=False) as box:
+        env = {**_redis_env(box, tmp_path, redis_url, state_prefix), "SYNC_CHUNK_SIZE": "10"}
+        code, report = runner_for(env)()
+        assert code == 0, report["quotes"]
+        assert report["customers"]["created"] == 15
+        patterns = Counter(
+            re.search(r"LIKE '([^']*)'", q).group(1) for b in like_batches(box) for q in b
+        )
+        assert patterns == Counter({f"{pid}.%": 1 for pid in box.practice.patients})
+        assert audit(box, load_settings(env, dotenv_path=None)).converged
 
 
 # --- what counts as a void -------------------------------------------------------------------
