@@ -200,6 +200,27 @@ def test_a_plain_name_held_by_a_vendor_reactivates_without_renaming_and_says_so(
     assert len(updates) == 2
 
 
+def test_a_plain_name_taken_by_a_new_customer_bills_it_and_leaves_the_old_one_inactive(
+    sandbox: Sandbox, env: dict[str, str], sync: SyncRun
+) -> None:
+    """A person made the customer inactive and created a new one under the same name: the
+    customer under today's name wins; reactivating the old one would undo what they did."""
+    _number, patient, customer = first_run_and_a_patient(sandbox, sync)
+    name = display_name(patient)
+    sandbox.company.deactivate_customer(customer["Id"])
+    fresh = sandbox.company.insert("Customer", {"DisplayName": name})
+    added = new_quote_for(sandbox, patient.id)
+    sandbox.clear_requests()
+    code, report = sync()
+    assert code == 0 and outcome(report, added)["action"] == "created", report["quotes"]
+    (invoice,) = sandbox.company.invoices_by_doc(added)
+    assert invoice["CustomerRef"]["value"] == fresh["Id"]
+    old = sandbox.company.customer(customer["Id"])
+    assert old is not None and old["Active"] is False
+    assert report["customers"] == {"created": 0, "reactivated": 0}
+    assert like_batches(sandbox) == []  # found by its name: no look-up by id
+
+
 # --- renamed patients ---------------------------------------------------------------------
 
 
