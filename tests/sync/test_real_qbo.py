@@ -469,6 +469,34 @@ def test_an_expired_token_is_refreshed_once_and_no_fragment_of_it_is_kept(
     assert history.exit_code in (0, 1) and fragment not in history.stdout
 
 
+def test_a_token_refused_after_its_refresh_is_exit_3_quoting_neither_token(
+    sandbox: Sandbox, env: dict[str, str], redis_url: str, state_prefix: str, tmp_path: Path
+) -> None:
+    token_file = Path(env["QBO_TOKEN_FILE"])
+    first = json.loads(token_file.read_text())["access_token"]
+    sandbox.knobs.qbo.unauthorized = True  # every answer: the 401 quoting the token sent
+    run = subprocess.run(
+        [sys.executable, "-m", "fourdqbo", "--verbose", "sync", "run"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 3
+    assert "auth login" in run.stderr and "Traceback" not in run.stderr
+    second = json.loads(token_file.read_text())["access_token"]
+    assert second != first  # refreshed once, refused again
+    assert sandbox.oauth.token_grants("refresh_token", ok=True) == 1
+    assert len([r for r in sandbox.requests_to("qbo") if r.status == 401]) == 2
+    assert qbo_writes(sandbox) == []
+    logs = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log*"))
+    stored = stored_state(env, redis_url, state_prefix)
+    assert "aborted" in stored  # the run history says why, ...
+    for fragment in (first[:TOKEN_ECHO], second[:TOKEN_ECHO]):
+        for place, text in (("log", logs), ("stderr", run.stderr), ("state", stored)):
+            assert fragment not in text, place  # ... without the token
+
+
 # --- reads: bounded by patients, not by quotes or customers ---------------------------------
 
 
