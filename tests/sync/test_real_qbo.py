@@ -224,6 +224,13 @@ def test_a_plain_name_taken_by_a_new_customer_bills_it_and_leaves_the_old_one_in
 # --- renamed patients ---------------------------------------------------------------------
 
 
+def rename_in_4d(patient: Any) -> None:
+    """The patient's name changes in 4D (marriage): the template gives other initials."""
+    before = display_name(patient)
+    patient.first_name, patient.middle_name, patient.last_name = "Quinn", "Xavier", "Zeller"
+    assert display_name(patient) != before
+
+
 def test_a_patient_whose_initials_changed_keeps_their_customer(
     sandbox: Sandbox, env: dict[str, str], sync: SyncRun
 ) -> None:
@@ -250,13 +257,6 @@ def test_a_patient_whose_initials_changed_keeps_their_customer(
 
 
 # --- several customers of one patient -------------------------------------------------------
-
-
-def rename_in_4d(patient: Any) -> None:
-    """The patient's name changes in 4D (marriage): the template gives other initials."""
-    before = display_name(patient)
-    patient.first_name, patient.middle_name, patient.last_name = "Quinn", "Xavier", "Zeller"
-    assert display_name(patient) != before
 
 
 @pytest.mark.parametrize("second_active", [True, False], ids=["two-active", "plus-deleted"])
