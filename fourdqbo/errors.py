@@ -62,6 +62,10 @@ class AuthError(UpstreamError):
 class MalformedPayload(UpstreamError):
     """An upstream answered with JSON we cannot use (wrong shape, bad numbers, bad dates)."""
 
+    # The quote Version the unusable record still stated, when it did: a quote that keeps
+    # failing this way gives up at that Version, and is tried again once it changes.
+    version: int | None = None
+
 
 class OutcomeUnknown(UpstreamError):
     """A write was sent but its answer was lost (timeout, dropped connection, 5xx).

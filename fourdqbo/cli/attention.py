@@ -16,7 +16,7 @@ import typer
 
 from fourdqbo.cli.context import settings_of
 from fourdqbo.cli.output import emit_json, emit_table, info, required_text
-from fourdqbo.errors import ConfigError
+from fourdqbo.errors import ConfigError, FourdqboError
 from fourdqbo.state.items import Acceptance, AttentionItem, AttentionKind
 from fourdqbo.timefmt import iso_z, utcnow
 
@@ -41,7 +41,10 @@ SETTLE = {
         "merge the patient's customers in QBO (or make the extra ones inactive); "
         "the next run checks it again"
     ),
-    AttentionKind.GAVE_UP: "fix the cause shown, then `fourdqbo sync retry {q}`",
+    AttentionKind.GAVE_UP: (
+        "fix the cause shown, then `fourdqbo sync retry {q}`; "
+        "or `fourdqbo sync accept {q}` to leave this Version alone"
+    ),
 }
 
 
@@ -122,7 +125,7 @@ def conflicts(
                 item.quote,
                 str(item.kind),
                 item.invoice_id,
-                item.detected_at,
+                iso_z(item.detected_at),
                 differences_text(item),
                 settle_command(item),
             )
@@ -155,10 +158,12 @@ def accept(
         if unversioned:
             versions.update(_current_versions(settings, unversioned))
         for item in items:
-            info(
-                f"quote {item.quote} version {versions[item.quote]}: {item.kind}: "
-                "QBO stays as it is"
+            kept = (
+                "not tried again at this Version"
+                if AttentionKind(item.kind) is AttentionKind.GAVE_UP
+                else "QBO stays as it is"
             )
+            info(f"quote {item.quote} version {versions[item.quote]}: {item.kind}: {kept}")
         if not yes and not typer.confirm("Accept?"):
             raise typer.Exit(1)
         now = utcnow()
@@ -229,12 +234,37 @@ def apply(
     from fourdqbo.cli.sync import run_engine
 
     numbers = _numbers(quotes)
+    settings = settings_of(ctx)
+    # Unknown numbers are refused before the lock is taken or anything is written (a run
+    # for them would only queue "not found" failures).
+    versions = _current_versions(settings, numbers)
     if not yes:
         what = "including invoices with a payment applied" if paid else "unpaid invoices only"
-        info(f"write {len(numbers)} quote(s) into QBO now ({what}): {', '.join(numbers)}")
-        if not typer.confirm("Apply?"):
+        listed = ", ".join(f"{q} (version {versions[q]})" for q in numbers)
+        info(f"write into QBO now ({what}): {listed}")
+        if not typer.confirm("Apply?", err=True):  # stdout stays the --json document
             raise typer.Exit(1)
-    run_engine(ctx, quotes=tuple(numbers), apply=True, allow_paid=paid, as_json=as_json)
+    run_engine(
+        ctx,
+        quotes=tuple(numbers),
+        apply=True,
+        allow_paid=paid,
+        as_json=as_json,
+        show=_print_applied,
+    )
+
+
+def _print_applied(report: Any) -> None:
+    """One line a quote: what was written, or why it was refused (exit 1 then)."""
+    for outcome in report.outcomes.values():
+        if outcome.action == "conflict":
+            what = f"refused ({outcome.kind}): {outcome.reason}"
+        elif outcome.action == "failed":
+            what = f"failed: {outcome.error or outcome.reason}"
+        else:
+            invoice = f" invoice {outcome.invoice_id}" if outcome.invoice_id else ""
+            what = f"{outcome.action}{invoice}: {outcome.reason}"
+        print(f"quote {outcome.quote}: {what}")
 
 
 def _numbers(quotes: Sequence[str]) -> list[str]:
@@ -255,18 +285,23 @@ def _open_items(state: Any, numbers: Sequence[str]) -> list[AttentionItem]:
 
 
 def _current_versions(settings: Any, numbers: Sequence[str]) -> dict[str, int]:
-    """Versions of quotes whose item does not say (kept by 0.1): ask 4D."""
-    from fourdqbo.emr.client import FourDClient
-    from fourdqbo.errors import FourdqboError
+    """The quotes' Versions in 4D now; a number 4D does not know is a usage error (exit 2)
+    and any other failure to read one is refused before anything is written."""
+    from fourdqbo.emr.client import FourDClient, NotFound
 
     settings.require_fourd()
     with FourDClient(settings) as fourd:
         fetched = fourd.get_quotes(list(numbers))
+    unknown = [n for n in numbers if isinstance(fetched.get(n), NotFound)]
+    if unknown:
+        raise ConfigError("4D has no quote " + ", ".join(unknown))
     versions: dict[str, int] = {}
     for number in numbers:
         quote = fetched.get(number)
-        if isinstance(quote, FourdqboError) or quote is None:
-            raise ConfigError(f"quote {number}: cannot read its Version from 4D ({quote})")
+        if isinstance(quote, FourdqboError):
+            raise quote  # one line, with its own exit code (3: 4D failed on it)
+        if quote is None:
+            raise FourdqboError(f"quote {number}: 4D did not answer for it")
         versions[number] = quote.version
     return versions
 

@@ -238,9 +238,14 @@ def run_engine(
     allow_paid: bool = False,
     as_json: bool = False,
     quiet: bool = False,
+    show: Callable[[Any], None] | None = None,
 ) -> None:
     """One engine run as `sync run` and `sync apply` make it: progress, signals, health
-    check, metrics, the report; exits with the run's code."""
+    check, metrics, the report; exits with the run's code.
+
+    `show` prints the report instead of the run's table (`sync apply`: one line a quote).
+    The health check is pinged by the runs cron makes only: a dry run and `sync apply` are
+    a person's doing, and a refused apply must not look like a failing cron job."""
     from fourdqbo.sync.engine import RunOptions, SilentProgress, SyncEngine
     from fourdqbo.sync.healthcheck import ping
 
@@ -250,7 +255,7 @@ def run_engine(
     )
     show_progress = stdout_is_terminal() and sys.stderr.isatty() and not (quiet or as_json)
     stop = threading.Event()
-    healthcheck = settings.healthcheck_url if not dry_run else ""
+    healthcheck = settings.healthcheck_url if not (dry_run or apply) else ""
     progress: Any = RichProgress() if show_progress else SilentProgress()
     metrics = _run_metrics(settings, dry_run)
     try:
@@ -269,6 +274,8 @@ def run_engine(
     metrics(report, None)
     if as_json:
         emit_json(report.as_dict())
+    elif show is not None:
+        show(report)
     elif not quiet:
         _print_report(report, brief=False)
     elif report.exit_code:
@@ -285,10 +292,12 @@ def _print_news(report: Any) -> None:
         if o.action in ("failed", "conflict")
     ]
     attention = report.attention or {}
-    info(
-        f"run {report.run_id}: {attention.get('new', 0)} new, "
-        f"{attention.get('open', 0)} open needing a person"
-    )
+    new, still_open = attention.get("new", 0), attention.get("open", 0)
+    if new or not still_open:
+        info(f"run {report.run_id}: {new} new, {still_open} open needing a person")
+    else:
+        # Nothing new and yet exit 1: the reminder (every SYNC_REMIND_HOURS) of what is open.
+        info(f"run {report.run_id}: reminder: {still_open} still open needing a person")
     for line in lines:
         info(f"  {line}")
     info("  see `fourdqbo sync conflicts` for what differs and the command that settles it")

@@ -358,7 +358,11 @@ class FourDClient(ApiClient):
             if isinstance(data, Mapping):
                 # Unusable, but still patient data: keep its names out of any later log line.
                 register_sensitive(*_patient_values(data))
-            raise MalformedPayload(f"4D sent a malformed {what}: {exc}", service=SERVICE) from None
+            error = MalformedPayload(f"4D sent a malformed {what}: {exc}", service=SERVICE)
+            version = data.get("Version") if isinstance(data, Mapping) else None
+            if isinstance(version, int) and not isinstance(version, bool):
+                error.version = version
+            raise error from None
 
     def _short_message(self, response: httpx.Response) -> str:
         """4D's own explanation, on one short line, with any secret blanked out."""

@@ -153,7 +153,7 @@ class Extractor:
         # A quote that gave up and was then accepted (`sync accept`: nothing to do about
         # it) stays left alone the same way, until its Version changes.
         for quote, acceptance in self.state.acceptances().items():
-            if acceptance.kind is AttentionKind.GAVE_UP:
+            if acceptance.kind == AttentionKind.GAVE_UP:
                 gave_up.setdefault(quote, acceptance.version)
         waiting = [item.quote for item in open_before if item.quote not in gave_up]
         numbers = [
@@ -254,7 +254,10 @@ class Extractor:
         queued: bool = False,
     ) -> QuoteInput:
         if isinstance(fetched, FourdqboError):
-            version = listed.version if listed else 0
+            # The Version a malformed answer still stated beats none: a queued quote is
+            # often not listed, and the Version is what a give-up is kept for.
+            stated = getattr(fetched, "version", None)
+            version = stated if isinstance(stated, int) else listed.version if listed else 0
             status = listed.status_id if listed else None
             error = str(fetched)
             if queued and listed is None and getattr(fetched, "status", None) == 404:

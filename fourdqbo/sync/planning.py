@@ -219,12 +219,14 @@ class _Planner:
 
     def plan(self, quote: QuoteInput) -> QuotePlan:
         found = self.invoices.get(quote.number.strip(), [])
-        if quote.error:
-            return _plan(quote, Action.FAIL, quote.error, draft=quote.draft, found=found)
+        # An acceptance first: a bookkeeper who accepted a quote that gave up (it cannot be
+        # read or mapped) asked for this Version to be left alone, failing or not.
         acceptance = self.policy.accepted.get(quote.number.strip())
         if acceptance is not None and acceptance.version == quote.version and not self.policy.apply:
             reason = f"accepted as QBO holds it at Version {quote.version}"
             return _plan(quote, Action.UNCHANGED, reason, draft=quote.draft, found=found)
+        if quote.error:
+            return _plan(quote, Action.FAIL, quote.error, draft=quote.draft, found=found)
         if len(found) > 1:
             ids = ", ".join(invoice.id for invoice in found)
             reason = f"{len(found)} QBO invoices share DocNumber {quote.number} (Ids {ids})"

@@ -119,6 +119,14 @@ def record_outcomes(
         # announced) by the run that gets through; only what was already open is kept.
         items = [i for i in items if i.quote in before]
     if items:
+        # A bookkeeper may `sync accept` while this run is under way (accept takes no lock),
+        # and a refused `sync apply` must not re-open what was accepted: an acceptance of
+        # the very Version wins over what the run found.
+        accepted = state.acceptances([i.quote for i in items])
+        items = [
+            i for i in items if i.quote not in accepted or accepted[i.quote].version != i.version
+        ]
+    if items:
         state.record_attention(items)
     if resolved:
         state.clear_attention(resolved)
@@ -249,7 +257,13 @@ def _judge(
     report.attention = {"new": new, "open": len(verdict.open_items)}
     reasons = {item.quote: item.reason for item in run.open_before}
     reasons.update({o.quote: o.error or o.reason for o in outcomes.values()})
-    report.to_report = [_line(thing, reasons) for thing in verdict.to_report]
+    # A failure that gave up in this run is reported once, as the `gave_up` item it became
+    # (not also as "queued, tried again next run", which it no longer is).
+    report.to_report = [
+        _line(thing, reasons)
+        for thing in verdict.to_report
+        if not (isinstance(thing, Failure) and thing in verdict.gave_up)
+    ]
     if run.gap_notice:
         report.to_report.append(run.gap_notice)
     report.verdict = 1 if verdict.exit_code or run.gap_notice else 0

@@ -675,6 +675,16 @@ def test_an_acceptance_holds_for_a_reopened_quote_too() -> None:
     assert plan.action is Action.UNCHANGED
 
 
+def test_an_acceptance_holds_for_a_quote_that_fails_at_that_version() -> None:
+    # `sync accept` of a quote that gave up: this Version is left alone, failing or not.
+    broken = QuoteInput("10023", 3, STATUS_COMPLETED, "77", None, error="negative amount")
+    accepted = {"10023": Acceptance("10023", 3, AT, AttentionKind.GAVE_UP)}
+    assert plan_02(broken, [], accepted=accepted).action is Action.UNCHANGED
+    newer = QuoteInput("10023", 4, STATUS_COMPLETED, "77", None, error="negative amount")
+    assert plan_02(newer, [], accepted=accepted).action is Action.FAIL
+    assert plan_02(broken, [], accepted=accepted, apply=True).action is Action.FAIL
+
+
 def test_apply_ignores_acceptance_and_edits() -> None:
     accepted = {"10023": Acceptance("10023", 3, AT)}
     existing = qbo_answer(draft(), edit=touched)
