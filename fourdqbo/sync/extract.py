@@ -115,10 +115,9 @@ class Extractor:
         self.rules = MappingRules.from_settings(settings)
         self._item_ids: dict[LineKind, str] | None = None
         self._items_lock = threading.Lock()
-        # Patients whose LIKE look-up found no customer of theirs earlier in this run: not
-        # asked again (one request unit each). A later chunk may be looked up before an
-        # earlier one created the customer; the loader then finds it by name.
-        self._no_pattern_match: set[str] = set()
+        # Patient id -> the customers its LIKE look-up found, for the rest of the run.
+        self._by_pattern: dict[str, tuple[Customer, ...]] = {}
+        self._pattern_lock = threading.Lock()
 
     def begin(self, now: datetime) -> Changes:
         """The run's CDC read: the quotes whose invoice changed in QBO since the cursor."""
@@ -218,28 +217,34 @@ class Extractor:
                 d.patient_id: PatientCustomerWant(d.patient_id, d.customer_name) for d in drafts
             }.values()
         )
-        with self._items_lock:
-            asked = [
-                p
-                for p in needs_pattern_lookup(wants, exact, template)
-                if p not in self._no_pattern_match
-            ]
-        patterns = {patient: patient_pattern(template, patient) for patient in asked}
-        by_pattern = (
-            self.qbo.find_customers_like(
-                [pattern.like for pattern in patterns.values()], include_inactive=True
-            )
-            if patterns
-            else []
-        )
-        with self._items_lock:
-            self._no_pattern_match.update(
-                patient
-                for patient, pattern in patterns.items()
-                if not any(pattern.matches(c.display_name) for c in by_pattern)
-            )
+        lonely = needs_pattern_lookup(wants, exact, template)
+        by_pattern = self._pattern_look_up(lonely, template)
         seen = {c.id: c for c in [*exact, *by_pattern]}
         return list(seen.values()), resolve_customers(wants, exact, by_pattern, template)
+
+    def _pattern_look_up(self, patients: Sequence[str], template: str) -> list[Customer]:
+        """The customers that fit each patient's id pattern, one LIKE look-up per patient
+        a run (batched). A patient whose quotes fall in several chunks may still lack an
+        exact match in a later chunk (it was looked up before an earlier chunk created or
+        renamed its customer): its first answer is used again rather than a second read.
+        That answer may be older than this run's own writes, which the loader knows of:
+        it reuses the customers it created or reactivated."""
+        with self._pattern_lock:
+            patterns = {
+                patient: patient_pattern(template, patient)
+                for patient in patients
+                if patient not in self._by_pattern
+            }
+            if patterns:
+                answered = self.qbo.find_customers_like(
+                    [pattern.like for pattern in patterns.values()], include_inactive=True
+                )
+                for patient, pattern in patterns.items():
+                    self._by_pattern[patient] = tuple(
+                        c for c in answered if pattern.matches(c.display_name)
+                    )
+            found = [c for patient in patients for c in self._by_pattern[patient]]
+        return list({c.id: c for c in found}.values())
 
     def _input(
         self,

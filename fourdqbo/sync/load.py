@@ -342,7 +342,7 @@ class Loader:
                     for n, r in enumerate(chunk)
                 ]
                 results = self._send(items, "customer reactivation") or {}
-                unsure: list[CustomerToReactivate] = []
+                unsure: list[tuple[CustomerToReactivate, QBOFault | None]] = []
                 for n, wish in enumerate(chunk):
                     result = results.get(f"r{n}")
                     if result is not None and result.fault is None:
@@ -362,28 +362,42 @@ class Loader:
                                 "name, which another QBO name holds",
                             )
                         )
+                    elif result is None or result.outcome_unknown:
+                        unsure.append((wish, None))
                     else:
-                        unsure.append(wish)
+                        unsure.append((wish, result.fault))
                 if unsure:
-                    again.extend(self._read_back(unsure, results))
+                    again.extend(self._read_back(unsure))
             pending = again
+        for wish in pending:
+            self.reactivation_errors.setdefault(
+                wish.customer.id,
+                f"reactivation of customer {wish.customer.id}: outcome unknown after retries",
+            )
 
     def _read_back(
-        self, unsure: list[CustomerToReactivate], results: Mapping[str, Any]
+        self, unsure: list[tuple[CustomerToReactivate, QBOFault | None]]
     ) -> list[CustomerToReactivate]:
-        """Unknown or refused reactivations: read the customers back by Id (reactivating is
-        idempotent). Returns those still inactive whose refusal is not final."""
-        found = {c.id: c for c in self.qbo.find_customers_by_ids([w.customer.id for w in unsure])}
+        """Reactivations whose answer was lost (fault None) or refused: read the customers
+        back by Id before anything is sent again. Active now: done. Changed meanwhile (a
+        stale SyncToken, say): again with what QBO holds. Unchanged: a lost one provably
+        did not happen, so it is sent again; a refused one is final, with QBO's reason."""
+        found = {
+            c.id: c for c in self.qbo.find_customers_by_ids([w.customer.id for w, _ in unsure])
+        }
         again = []
-        for wish in unsure:
+        for wish, fault in unsure:
             current = found.get(wish.customer.id)
             if current is not None and current.active:
                 self._reactivated(wish, current.raw)
             elif current is not None and current.sync_token != wish.customer.sync_token:
                 again.append(replace(wish, customer=current))  # changed meanwhile: again
+            elif current is not None and fault is None:
+                again.append(wish)  # provably not applied: sending it again is safe
             else:
+                what = f"reactivate customer {wish.customer.id}"
                 self.reactivation_errors[wish.customer.id] = (
-                    "could not reactivate customer " + wish.customer.id
+                    _fault_text(fault, what) if fault is not None else f"could not {what}"
                 )
         return again
 

@@ -416,9 +416,8 @@ class _Planner:
                 invoice=invoice,
             )
         if self.policy.reopened_action == "void":
-            if invoice.total == 0 and invoice.balance == 0:
-                # What a voided invoice looks like; voiding it again would be a needless write.
-                return _plan(quote, Action.UNCHANGED, "invoice already voided", invoice=invoice)
+            # A void is told by `is_voided` above (PrivateNote "Voided" and zero amounts):
+            # an invoice a person zeroed without voiding is voided like any other.
             return _plan(quote, Action.VOID, "quote is no longer completed", invoice=invoice)
         return _plan(quote, Action.DELETE, "quote is no longer completed", invoice=invoice)
 

@@ -247,6 +247,13 @@ def test_a_zero_invoice_nobody_voided_is_deleted_when_the_action_is_delete() -> 
     assert quote.action is Action.DELETE
 
 
+def test_a_zero_invoice_nobody_voided_is_voided_when_the_action_is_void() -> None:
+    # Zero totals alone are no void: voiding it is the write the re-opened quote needs.
+    zero = Invoice.parse({**voided_invoice().raw, "PrivateNote": "free consultation"})
+    _, quote = plan_one(reopened(), [zero], reopened_action="void")
+    assert quote.action is Action.VOID and quote.invoice == zero
+
+
 @pytest.mark.parametrize("action", ["delete", "void"])
 @pytest.mark.parametrize("status_id", [STATUS_ACTIVE, STATUS_INACTIVE])
 def test_reopened_quote_with_paid_invoice_is_a_conflict(status_id: int, action: str) -> None:
