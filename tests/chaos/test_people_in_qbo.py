@@ -17,7 +17,7 @@ import pytest
 pytestmark = pytest.mark.integration
 
 QUOTES = 60
-HAND_CHANGES = 8  # one of each kind the bookkeeper does (bench/chaos.py HAND_KINDS)
+HAND_CHANGES = 8  # one of each kind the bookkeeper does (bench/chaos/people.py HAND_KINDS)
 
 
 @pytest.mark.parametrize("repair", [False, True], ids=["reported", "reverted-and-recreated"])

@@ -155,7 +155,7 @@ def test_reopened_quote_removes_its_invoice(
 def test_the_syncs_own_delete_lost_with_its_run_is_not_taken_for_a_persons_later(
     sandbox: Sandbox, env: dict[str, str], sync: SyncRun
 ) -> None:
-    # Found by bench/chaos.py's people-in-QBO round: a run deleted the invoice of a
+    # Found by bench/chaos's people-in-QBO round: a run deleted the invoice of a
     # re-opened quote and was killed before recording it; when the quote was completed
     # again with the same Version, the stale ledger called it deleted in QBO by a person.
     sync()
