@@ -31,5 +31,5 @@ bench: install  ## performance benchmarks against the sandbox (prints figures)
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
 
-chaos: install  ## crash, fault and concurrency suite against the sandbox and real Redis (prints figures)
-	$(BIN)/python bench/chaos.py
+chaos: install  ## crash, fault, people-in-QBO and concurrency suite against the sandbox and real Redis (prints figures)
+	$(BIN)/python -m bench.chaos

@@ -329,6 +329,21 @@ class RequestCounter:
 
 Pacing = Sequence[tuple[RateLimiter, int]]
 
+_ssl_context: Any = None
+_ssl_context_lock = threading.Lock()
+
+
+def shared_ssl_context() -> Any:
+    """One verifying SSL context (httpx's defaults: certifi, or SSL_CERT_FILE/SSL_CERT_DIR)
+    for every client of the process. Loading the CA bundle is most of what a run spends
+    before it tries the lock (tens of milliseconds, more on a loaded host): a run that
+    finds the lock held and exits 75 should not pay it once per client."""
+    global _ssl_context
+    with _ssl_context_lock:
+        if _ssl_context is None:
+            _ssl_context = httpx.create_ssl_context()
+        return _ssl_context
+
 
 class HttpTransport:
     """An httpx.Client wrapped in the retry, pacing and in-flight policy for one service."""
@@ -360,6 +375,7 @@ class HttpTransport:
             timeout=timeout,
             transport=transport,
             limits=httpx.Limits(max_connections=max_in_flight + 2),
+            verify=shared_ssl_context() if transport is None else True,
         )
 
     def close(self) -> None:

@@ -997,3 +997,31 @@ def test_counter_counts_a_connection_failure_of_a_write_as_a_write() -> None:
         router.post("/w").mock(side_effect=[httpx.ConnectError("refused"), httpx.Response(200)])
         transport(counter=counter).request("POST", "/w", idempotent=False)
     assert counter.by_kind("qbo") == {"read": 0, "write": 2}
+
+
+def test_every_client_of_a_process_shares_one_ssl_context(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Loading the CA bundle is what a run that finds the lock held spends most on: once
+    # per process, not once per client.
+    import ssl
+
+    import fourdqbo.http as http_module
+
+    loads: list[object] = []
+    real = ssl.create_default_context
+
+    def counting(*args: object, **kwargs: object) -> ssl.SSLContext:
+        loads.append(kwargs)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ssl, "create_default_context", counting)
+    monkeypatch.setattr(http_module, "_ssl_context", None)
+    first = HttpTransport(service="fourd", base_url="https://fourd.example")
+    second = HttpTransport(service="qbo", base_url="https://qbo.example")
+    try:
+        assert len(loads) == 1
+        assert http_module.shared_ssl_context().verify_mode == ssl.CERT_REQUIRED
+    finally:
+        first.close()
+        second.close()

@@ -113,12 +113,26 @@ class RequestRecord:
     @property
     def is_write(self) -> bool:
         """A POST that can change the company: a batch of only Query items is a read."""
-        if self.method != "POST":
-            return False
-        items = self.body.get("BatchItemRequest") if isinstance(self.body, Mapping) else None
-        if isinstance(items, list) and items:
-            return not all(isinstance(i, Mapping) and "Query" in i for i in items)
-        return True
+        return changes_company(self.method, self.body)
+
+
+def changes_company(method: str, body: Any) -> bool:
+    """Whether a request (its parsed JSON body) can change the company: a POST, unless it
+    is a batch of only Query items."""
+    if method != "POST":
+        return False
+    items = body.get("BatchItemRequest") if isinstance(body, Mapping) else None
+    if isinstance(items, list) and items:
+        return not all(isinstance(i, Mapping) and "Query" in i for i in items)
+    return True
+
+
+def _only_queries(request: SimRequest) -> bool:
+    try:
+        body = jsonio.loads(request.body or b"")
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return not changes_company("POST", body)
 
 
 class _Throttle:
@@ -390,8 +404,9 @@ class Sandbox:
             return LoopbackServer.route(self._server, request)
         knobs = self.knobs.of(service_name)
         arrived = self.clock.now()
-        is_write = request.method == "POST"
         is_batch = service_name == "qbo" and request.raw_path.split("?")[0].endswith("/batch")
+        # A fault scripted for "the next write" must not be spent on a batch of look-ups.
+        is_write = request.method == "POST" and not (is_batch and _only_queries(request))
         items = batch_size(request) if is_batch else 0
         note: dict[str, Any] = {"batch_items": items}
         if service_name == "qbo" and not self._throttle.enter():

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from fourdqbo.config import Settings
@@ -157,7 +157,16 @@ def _record_ledger(
     # A quote whose invoice already equals it, with no ledger entry (lost state, or an
     # invoice made before fourdqbo): QBO's fact becomes the ledger's.
     in_step = [o for o in outcomes if o.in_step and o.invoice_id and o.sync_token]
-    known = state.ledger([o.quote for o in in_step]) if in_step else {}
+    # A quote that is not completed and has no invoice: a ledger entry still naming an
+    # invoice the sync wrote is refuted by QBO. The sync's own delete whose run died before
+    # recording it leaves such an entry; kept, it would call that invoice "deleted in QBO"
+    # by a person once the quote is completed again with the same Version.
+    gone = [
+        o
+        for o in outcomes
+        if o.action == "unchanged" and not o.invoice_id and o.status in ("active", "inactive")
+    ]
+    known = state.ledger([o.quote for o in [*in_step, *gone]]) if in_step or gone else {}
     entries += [
         LedgerEntry(
             quote=o.quote,
@@ -169,8 +178,19 @@ def _record_ledger(
             action="adopted",
         )
         for o in in_step
-        if o.quote not in known or known[o.quote].invoice_id != o.invoice_id
+        # Also when only the Version moved on: an update whose run died before recording
+        # it leaves the entry of the Version before, and a person's later edit of the
+        # invoice would not be seen as one.
+        if o.quote not in known
+        or known[o.quote].invoice_id != o.invoice_id
+        or known[o.quote].version != int(o.version or 0)
     ]
+    entries += [
+        replace(known[o.quote], sync_token=None, run_id=report.run_id, written_at=at,
+                intuit_tid=None, action="deleted")
+        for o in gone
+        if o.quote in known and known[o.quote].action in ("created", "updated", "adopted")
+    ]  # fmt: skip
     if entries:
         state.record_ledger(entries)
 

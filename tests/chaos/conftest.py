@@ -1,4 +1,4 @@
-"""The chaos tests drive `bench/chaos.py`'s scenarios with CI-sized numbers.
+"""The chaos tests drive `bench/chaos`'s scenarios with CI-sized numbers.
 
 Each scenario runs `fourdqbo sync run` in subprocesses against a fresh sandbox and real
 Redis (a unique key prefix, deleted afterwards) and returns its `problems`: the tests

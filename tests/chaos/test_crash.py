@@ -44,8 +44,8 @@ def test_killed_run_frees_its_lock_keeps_the_watermark_and_the_next_run_converge
     assert result.lock_free_after is not None
     assert result.lock_free_after <= chaos.LOCK_TTL + chaos.LOCK_FREE_SLACK
     assert result.watermark_kept
-    # The seed's paid invoice stays a conflict: new to the run that converges (exit 1),
-    # unless the first complete sync of the "updates" case reported it already (exit 0).
+    # The seed's paid invoice is a conflict: new (exit 1) in a first sync, already open
+    # and so quiet (exit 0) in a run after the first sync found it.
     assert result.runs[-1] == (0 if phase == "updates" else 1), result.runs
     assert result.audit is not None and result.audit.converged, result.audit.summary()
     if phase != "fetch":

@@ -7,8 +7,10 @@ directory, so nothing from the developer's shell, `.env` or data can help it alo
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -23,8 +25,13 @@ STEPS = [
     "3. First sync",
     "4. Meanwhile in 4D",
     "5. Second sync",
-    "6. The QBO company now holds",
-    "7. What happened and why",
+    "6. Meanwhile in QBO, by hand",
+    "7. Third sync",
+    "8. What needs a person",
+    "9. The QBO company now holds",
+    "10. Reconcile",
+    "11. What happened and why",
+    "12. What a bookkeeper would do next",
 ]
 
 
@@ -63,6 +70,41 @@ def assert_ran_the_whole_story(done: subprocess.CompletedProcess[str]) -> None:
     assert positions == sorted(positions)
     assert " created " in done.stdout and " updated " in done.stdout
     assert " deleted " in done.stdout
+    assert_reported_the_hand_changes(done.stdout)
+
+
+def assert_reported_the_hand_changes(stdout: str) -> None:
+    """The third sync reports the edited and the deleted invoice (with what differs), the
+    reconcile summary counts them, and the next steps name the commands that settle them."""
+    said = re.search(
+        r"invoice (\d+) \(quote (\d+)\) given a ([\d,.]+) courtesy discount.*"
+        r"invoice (\d+) \(quote (\d+)\) deleted; invoice \d+ \(quote (\d+)\) paid in full",
+        stdout,
+    )
+    assert said, stdout
+    edited_id, edited, _, deleted_id, deleted, paid = said.groups()
+    third = stdout[stdout.index("7. Third sync") : stdout.index("8. What needs a person")]
+    assert re.search(rf"{edited} .*conflict \(edited_in_qbo\)\s+{edited_id} ", third), third
+    assert re.search(rf"{deleted} .*conflict \(deleted_in_qbo\) .*{deleted_id}", third), third
+    assert paid not in third  # a payment needs nobody
+    items = stdout[stdout.index("8. What needs a person") : stdout.index("9. The QBO company")]
+    assert re.search(rf"{edited}\s+edited_in_qbo\s+{edited_id}\s+TotalAmt QBO ", items), items
+    assert re.search(rf"{deleted}\s+deleted_in_qbo\s+Invoice QBO \(none\)", items), items
+    audit = stdout[stdout.index("10. Reconcile") : stdout.index("11. What happened")]
+    assert re.search(rf"{edited} .* differs ", audit), audit
+    assert re.search(rf"{deleted} .* missing ", audit), audit
+    summary = re.search(
+        r"(\d+) quotes: ok \d+, missing 1, differs 1, .*totals quotes ([\d.]+), "
+        r"invoices ([\d.]+), difference ([\d.]+)",
+        audit,
+    )
+    assert summary, audit
+    quotes_total, invoices_total, difference = (Decimal(v) for v in summary.groups()[1:])
+    assert quotes_total - invoices_total == difference > 0
+    steps = stdout[stdout.index("12. What a bookkeeper would do next") :]
+    assert f"`fourdqbo sync accept {edited}`" in steps
+    assert f"`fourdqbo sync apply {deleted}`" in steps
+    assert "`fourdqbo sync conflicts`" in steps
 
 
 def test_demo_runs_with_nothing_configured_and_leaves_nothing_behind(

@@ -11,7 +11,7 @@ from fourdqbo import jsonio
 from fourdqbo.config import Settings, load_settings
 from fourdqbo.emr.records import Quote
 from fourdqbo.qbo.records import Invoice
-from fourdqbo.sandbox.audit import audit, is_voided, patient_customers
+from fourdqbo.sandbox.audit import HandChange, audit, is_voided, patient_customers
 from fourdqbo.sandbox.qbo import plain_name
 from fourdqbo.sandbox.server import Sandbox
 from fourdqbo.sync.mapping import LineKind, MappingRules, invoice_payload, map_quote
@@ -148,3 +148,53 @@ def test_patient_customers_reads_the_template_around_the_id() -> None:
     ]
     assert patient_customers(customers, "1003", "{patient_id}.{initials}") == {"1", "2"}
     assert patient_customers(customers, "1003", "Dr {patient_id}.{initials}") == {"4"}
+
+
+def hand_changed(sandbox: Sandbox, settings: Settings) -> dict[str, HandChange]:
+    """After a correct sync, a person edits one invoice, deletes another, pays a third."""
+    sync_by_hand(sandbox, settings)
+    company = sandbox.company
+    skip = {sandbox.facts.conflict_quote, sandbox.facts.reopened_quote}
+    numbers = [n for n in sandbox.practice.completed_numbers() if n not in skip][:3]
+    ids = [company.invoices_by_doc(n)[0]["Id"] for n in numbers]
+    edited = company.edit_invoice(ids[0], descriptions={1: "changed by the bookkeeper"})
+    company.delete_invoice(ids[1])
+    paid = company.apply_payment(ids[2], "10.00")
+    return {
+        numbers[0]: HandChange("edited", ids[0], edited["SyncToken"]),
+        numbers[1]: HandChange("deleted", ids[1], None),
+        numbers[2]: HandChange("paid", ids[2], paid["SyncToken"]),
+    }
+
+
+def test_hand_changes_left_as_made_and_reported_with_their_kind_converge(
+    sandbox: Sandbox, settings: Settings
+) -> None:
+    hand = hand_changed(sandbox, settings)
+    edited, deleted, paid = hand
+    items = {edited: "edited_in_qbo", deleted: "deleted_in_qbo"}
+    result = audit(sandbox, settings, hand, items)
+    assert result.converged, result.summary()
+    assert (result.reported, result.quiet) == (sorted([edited, deleted]), [paid])
+    # Without the items the same books are not enough: the changes went unreported.
+    assert audit(sandbox, settings, hand, {}).unreported == [edited, deleted]
+    # An item of the wrong kind, or one for the payment, is unexplained.
+    wrong = audit(sandbox, settings, hand, {**items, edited: "deleted_in_qbo", paid: "paid"})
+    assert wrong.unreported == [edited] and f"{paid}:paid" in wrong.unexplained
+    assert not wrong.converged
+
+
+def test_a_hand_change_written_over_or_recreated_while_reported_is_undone(
+    sandbox: Sandbox, settings: Settings
+) -> None:
+    hand = hand_changed(sandbox, settings)
+    edited, deleted, _ = hand
+    company = sandbox.company
+    current = company.invoice(hand[edited].invoice_id)
+    company.update("Invoice", {**current, "sparse": True})  # the sync wrote over it
+    items = {edited: "edited_in_qbo", deleted: "deleted_in_qbo"}
+    assert audit(sandbox, settings, hand, items).undone == [edited]
+    # In repair mode the same books are judged against the quote instead.
+    repaired = audit(sandbox, settings, hand, {}, repaired=True)
+    assert edited in repaired.mismatched and deleted in repaired.missing
+    assert not repaired.converged

@@ -127,6 +127,22 @@ def test_commit_then_drop_applies_the_write_and_loses_the_answer(
     assert (record.outcome, record.fault, record.status) == ("dropped", "commit_then_drop", 200)
 
 
+def test_a_fault_scripted_for_the_next_write_skips_a_batch_of_only_queries(
+    sandbox: Sandbox, qbo: QboCaller
+) -> None:
+    # The sync's customer look-ups go out as batches of Query items (POSTs): the lost
+    # answer meant for its next write must still meet that write.
+    sandbox.inject("qbo", "commit_then_drop", writes_only=True)
+    lookups = qbo.batch([{"bId": "1", "Query": "SELECT * FROM Item"}])
+    assert lookups.status_code == 200 and sandbox.requests[-1].fault is None
+    with pytest.raises(httpx.TransportError):
+        qbo.batch(
+            [{"bId": "1", "operation": "create", "Customer": {"DisplayName": "Batch Dropped"}}]
+        )
+    assert sandbox.requests[-1].fault == "commit_then_drop"
+    assert sandbox.company.customer_by_name("Batch Dropped") is not None
+
+
 def test_drop_before_processing_does_not_write(sandbox: Sandbox, qbo: QboCaller) -> None:
     sandbox.inject("qbo", "drop")
     with pytest.raises(httpx.TransportError):

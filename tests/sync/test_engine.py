@@ -152,6 +152,61 @@ def test_reopened_quote_removes_its_invoice(
     assert audit(sandbox, load_settings(env, dotenv_path=None)).converged
 
 
+def test_the_syncs_own_delete_lost_with_its_run_is_not_taken_for_a_persons_later(
+    sandbox: Sandbox, env: dict[str, str], sync: SyncRun
+) -> None:
+    # Found by bench/chaos's people-in-QBO round: a run deleted the invoice of a
+    # re-opened quote and was killed before recording it; when the quote was completed
+    # again with the same Version, the stale ledger called it deleted in QBO by a person.
+    sync()
+    number = next(
+        n for n in sandbox.practice.completed_numbers() if n != sandbox.facts.conflict_quote
+    )
+    invoice = sandbox.company.invoices_by_doc(number)[0]
+    sandbox.clock.advance(60)
+    sandbox.practice.set_status(number, 1)
+    # What the killed run managed: its delete reached QBO, its record did not.
+    sandbox.company.delete("Invoice", {"Id": invoice["Id"], "SyncToken": invoice["SyncToken"]})
+    code, report = sync()
+    assert code == 0 and report["counts"]["failed"] == 0
+    sandbox.clock.advance(60)
+    sandbox.practice.set_status(number, 4)  # completed again, same Version
+    code, report = sync()
+    outcome = next(q for q in report["quotes"] if q["quote"] == number)
+    assert (code, outcome["action"]) == (0, "created"), outcome
+    assert len(sandbox.company.invoices_by_doc(number)) == 1
+    assert audit(sandbox, load_settings(env, dotenv_path=None)).converged
+
+
+def test_an_update_lost_with_its_run_still_lets_a_later_hand_edit_be_seen(
+    sandbox: Sandbox, env: dict[str, str], sync: SyncRun
+) -> None:
+    # The same loss for an update: the next run finds QBO equal to the new Version and
+    # adopts it, so a person's later edit is reported rather than written over.
+    from fourdqbo.state.redis_store import RedisStateStore
+
+    sync()
+    number = next(
+        n for n in sandbox.practice.completed_numbers() if n != sandbox.facts.conflict_quote
+    )
+    store = RedisStateStore(env["REDIS_URL"], env["STATE_PREFIX"], sandbox.realm_id)
+    before = store.ledger([number])[number]
+    sandbox.clock.advance(60)
+    sandbox.practice.edit_quote(number)
+    _, report = sync("--quote", number)
+    assert next(q for q in report["quotes"] if q["quote"] == number)["action"] == "updated"
+    store.record_ledger([before])  # the killed run's record never happened
+    _, report = sync()
+    assert next(q for q in report["quotes"] if q["quote"] == number)["action"] == "unchanged"
+    store.close()
+    invoice = sandbox.company.invoices_by_doc(number)[0]
+    sandbox.clock.advance(60)
+    sandbox.company.edit_invoice(invoice["Id"], descriptions={1: "changed by the bookkeeper"})
+    _, report = sync()
+    outcome = next(q for q in report["quotes"] if q["quote"] == number)
+    assert outcome["action"] == "conflict" and outcome["kind"] == "edited_in_qbo", outcome
+
+
 def test_paid_invoice_of_edited_quote_is_a_conflict_with_exit_1(
     sandbox: Sandbox, sync: SyncRun
 ) -> None:
