@@ -462,3 +462,31 @@ def test_the_dry_run_reads_cdc_but_moves_no_cursor(
     assert writes(sandbox) == []
     assert store.cdc_cursor() == cursor
     assert store.attention_item(number) is None  # a dry run records nothing either
+
+
+def test_a_copy_of_our_invoice_under_a_number_4d_does_not_know_is_no_failure(
+    sandbox: Sandbox, sync: SyncRun, store: StateStore
+) -> None:
+    number = settled(sandbox, sync)
+    original = invoice_of(sandbox, number)
+    # QBO's "Copy" keeps the custom fields, the Quote Version among them; the bookkeeper
+    # gives the copy a number of their own.
+    copy = {
+        key: original[key] for key in ("TxnDate", "CustomerRef", "CustomField") if key in original
+    }
+    lines = [
+        {k: v for k, v in line.items() if k not in ("Id", "LineNum")}
+        for line in original["Line"]
+        if line["DetailType"] == "SalesItemLineDetail"
+    ]
+    made = sandbox.company.create("Invoice", {**copy, "DocNumber": "99077", "Line": lines})
+    sandbox.clear_requests()
+
+    code, report = sync()
+
+    assert code == 0, report["quotes"]
+    assert report["counts"]["failed"] == 0, report["quotes"]
+    assert outcome(report, "99077")["action"] == "skipped"
+    assert store.retry_queue() == []
+    assert writes(sandbox) == []
+    assert sandbox.company.invoice(made["Id"]) is not None
