@@ -40,7 +40,7 @@ from fourdqbo.emr.records import (
 from fourdqbo.errors import FourdqboError
 from fourdqbo.money import ZERO
 from fourdqbo.qbo.records import Customer, Invoice
-from fourdqbo.state.items import Acceptance, Difference
+from fourdqbo.state.items import Acceptance, Difference, LedgerEntry
 from fourdqbo.sync.customers import customer_key, patient_pattern, strip_deleted_suffix
 from fourdqbo.sync.differences import (
     differs_only_by_tax,
@@ -101,8 +101,10 @@ class Finding:
     differences: tuple[Difference, ...] = ()
     reason: str = ""
     paid: bool = False  # a payment is applied to the invoice
+    ledger: LedgerEntry | None = None  # the sync's last write for the quote, if known
 
     def as_dict(self) -> dict[str, Any]:
+        entry = self.ledger
         return {
             "quote": self.quote,
             "version": self.version,
@@ -115,6 +117,7 @@ class Finding:
                 {"field": d.field, "qbo": d.qbo, "quote": d.quote} for d in self.differences
             ],
             "reason": self.reason,
+            "ledger": None if entry is None else entry.as_json(),
         }
 
 
@@ -194,6 +197,7 @@ def reconcile_findings(
     *,
     timezone: str = "America/New_York",
     known_elsewhere: Iterable[str] = (),
+    ledger: Mapping[str, LedgerEntry] | None = None,
 ) -> ReconcileResult:
     """One finding per quote number (its highest Version when given twice), in order.
 
@@ -201,7 +205,9 @@ def reconcile_findings(
     after `since` (in `timezone`); an invoice of the period whose DocNumber is neither a
     quote given nor in `known_elsewhere` (quotes 4D knows outside the period) is
     `not_from_4d`. `template` is CUSTOMER_NAME_TEMPLATE, to find the patient's customers.
-    Raises LookupError when `item_ids` lacks a kind a draft uses.
+    `ledger` (quote -> the sync's last write) is shown with each finding, and says when an
+    invoice differs from or is missing after the very Version the sync wrote (a person's
+    doing in QBO). Raises LookupError when `item_ids` lacks a kind a draft uses.
     """
     by_doc = _invoices_by_doc(invoices)
     patients = _PatientCustomers(customers, template)
@@ -211,6 +217,9 @@ def reconcile_findings(
         finding = _finding(
             quote, by_doc.get(quote.number.strip(), []), patients, item_ids, accepted
         )
+        entry = (ledger or {}).get(quote.number.strip())
+        if entry is not None:
+            finding = replace(finding, ledger=entry, reason=_history(finding, entry))
         findings.append(finding)
         if quote.status_id == STATUS_COMPLETED and quote.draft is not None:
             quotes_total += quote.draft.total
@@ -231,6 +240,26 @@ def reconcile_findings(
         quotes_total=quotes_total,
         invoices_total=invoices_total,
     )
+
+
+def _history(finding: Finding, entry: LedgerEntry) -> str:
+    """The finding's reason, with what the ledger says a person did since the last write."""
+    same = entry.version == finding.version and entry.action in ("created", "updated", "adopted")
+    if not same:
+        return finding.reason
+    if finding.finding in (FindingKind.DIFFERS, FindingKind.PAID_DIFFERS) and (
+        entry.invoice_id == finding.invoice_id
+    ):
+        return (
+            f"{finding.reason}: changed in QBO after run {entry.run_id} wrote "
+            f"Version {entry.version}"
+        )
+    if finding.finding is FindingKind.MISSING:
+        return (
+            f"{finding.reason}: invoice {entry.invoice_id} written from Version "
+            f"{entry.version} by run {entry.run_id} was deleted or voided in QBO"
+        )
+    return finding.reason
 
 
 def fix_quotes(result: ReconcileResult) -> tuple[str, ...]:
@@ -428,7 +457,8 @@ class Reconciler:
     """One reconcile: reads 4D and QBO in bulk and hands them to `reconcile_findings`.
 
     `item_ids` resolves the line kinds to QBO Item ids (one read; the engine's rule);
-    `accepted` holds the acceptances by quote number. Writes nothing, takes no lock.
+    `accepted` holds the acceptances by quote number, `ledger` reads the sync's last
+    writes. Writes nothing, takes no lock.
     """
 
     settings: Settings
@@ -437,6 +467,9 @@ class Reconciler:
     item_ids: Callable[[], Mapping[LineKind, str]]
     accepted: Mapping[str, Acceptance] = field(default_factory=dict)
     progress: Progress = field(default_factory=SilentProgress)
+    # The state store's `ledger(quotes)` read (no QBO request), to show each finding's
+    # last write; None shows none.
+    ledger: Callable[[Sequence[str]], Mapping[str, LedgerEntry]] | None = None
 
     def run(self, since: datetime) -> ReconcileResult:
         fourd_before, qbo_before = self.fourd.request_count, self.qbo.request_count
@@ -488,6 +521,7 @@ class Reconciler:
             since,
             timezone=self.settings.sync_timezone,
             known_elsewhere=known,
+            ledger=self.ledger(list(summaries)) if self.ledger is not None and summaries else {},
         )
         requests = {
             "fourd": self.fourd.request_count - fourd_before,

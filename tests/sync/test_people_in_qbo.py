@@ -35,21 +35,10 @@ pytestmark = pytest.mark.integration
 SyncRun = Callable[..., tuple[int, dict[str, Any]]]
 
 
-@pytest.fixture(params=["redis", "file"])
-def env(
-    request: pytest.FixtureRequest,
-    sandbox_env: dict[str, str],
-    tmp_path: Path,
-    redis_url: str,
-    state_prefix: str,
-) -> dict[str, str]:
-    backend = {"STATE_BACKEND": "file"}
-    if request.param == "redis":
-        backend = {"STATE_BACKEND": "redis", "REDIS_URL": redis_url, "STATE_PREFIX": state_prefix}
+@pytest.fixture
+def env(sandbox_state_env: dict[str, str]) -> dict[str, str]:
     return {
-        **sandbox_env,
-        **backend,
-        "LOGS_DIR": str(tmp_path / "logs"),
+        **sandbox_state_env,
         "HTTP_TIMEOUT_SECONDS": "2",
         # The seed stamps some quotes a minute before the first run; without an overlap a
         # later window holds only what changed in 4D, so what a run re-checks is CDC's doing.
