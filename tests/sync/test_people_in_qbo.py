@@ -479,3 +479,20 @@ def test_a_copy_of_our_invoice_under_a_number_4d_does_not_know_is_no_failure(
     assert store.retry_queue() == []
     assert writes(sandbox) == []
     assert sandbox.company.invoice(made["Id"]) is not None
+
+
+def test_a_hand_edit_found_without_cdc_is_still_a_person_s_edit(
+    sandbox: Sandbox, sync: SyncRun
+) -> None:
+    number = settled(sandbox, sync)
+    sandbox.company.edit_invoice(invoice_of(sandbox, number)["Id"], line_amounts={1: "5.00"})
+    sandbox.practice.touch(number)  # saved in 4D, same Version: the window lists it too
+    sandbox.clear_requests()
+
+    # `--quote` makes no CDC read: the ledger alone says the invoice was changed by a person.
+    code, report = sync("--quote", number)
+
+    assert code == 1
+    assert outcome(report, number)["kind"] == "edited_in_qbo"
+    assert not [r for r in sandbox.requests_to("qbo") if r.path.endswith("/cdc")]
+    assert writes(sandbox) == []
