@@ -1,7 +1,7 @@
 """Benchmark: what "people work in QBO too" costs in QBO requests (issue 9's targets).
 
     .venv/bin/python bench/people.py [--noop-quotes 300] [--reconcile-quotes 300 3000]
-                                     [--seed 11] [--window-seconds 0.1]
+                                     [--cdc-quotes 2000] [--seed 11] [--window-seconds 0.1]
 
 Two figures, each from the sandbox's own request log (not from fourdqbo's counters):
 
@@ -9,6 +9,8 @@ Two figures, each from the sandbox's own request log (not from fourdqbo's counte
   open), one more `sync run` with nothing changed in 4D or QBO makes at most 2 requests —
   the 4D list call and the QBO CDC read (our own writes are recognised by their SyncToken
   and cost nothing);
+- the CDC split: more than 1,000 invoices edited by people (QBO's cap on one CDC answer)
+  are every one caught as `edited_in_qbo` by the next run, which pages CDC by time;
 - reconcile: after a full sync, `fourdqbo reconcile` reads QBO in bulk, at most 12 QBO
   requests for 300 quotes and 40 for 3,000 (never one read per quote).
 
@@ -46,6 +48,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--noop-quotes", type=int, default=300, help="(300)")
     parser.add_argument(
         "--reconcile-quotes", type=int, nargs="+", default=[300, 3000], help="(300 3000)"
+    )
+    parser.add_argument(
+        "--cdc-quotes", type=int, default=2000, help="quotes for the CDC split, 0: skip (2000)"
     )
     parser.add_argument("--seed", type=int, default=11, help="sandbox seed (11)")
     parser.add_argument(
@@ -135,6 +140,41 @@ def request_kind(record: Any) -> str:
     return f"query {entity} {where}".strip()
 
 
+def cdc_split(quotes: int, seed: int, limits: QboLimits, scratch: Path) -> dict[str, Any]:
+    """More than 1,000 invoices edited by people between two runs: every one is caught."""
+    with Sandbox(seed=seed, quotes=quotes, limits=limits) as sandbox:
+        env = {**sandbox_env(sandbox, scratch), "SYNC_OVERLAP_SECONDS": "0"}
+        cli(env, "sync", "run")
+        company = sandbox.company
+        ours = [
+            (n, found[0]["Id"])
+            for n in sandbox.practice.completed_numbers()
+            if n != sandbox.facts.conflict_quote
+            and len(found := company.invoices_by_doc(n)) == 1
+            and found[0]["Balance"] == found[0]["TotalAmt"]
+        ]
+        for index, (_, invoice_id) in enumerate(ours):
+            if index % 400 == 0:
+                sandbox.clock.advance(1)  # QBO's times have whole seconds
+            company.edit_invoice(invoice_id, descriptions={1: "Changed in QBO"})
+        sandbox.clear_requests()
+        started = time.perf_counter()
+        _, report = cli(env, "sync", "run")
+        seconds = time.perf_counter() - started
+        log = sandbox.requests
+    edited = {q["quote"] for q in report["quotes"] if q.get("kind") == "edited_in_qbo"}
+    cdc_calls = sum(1 for r in log if r.service == "qbo" and r.path.endswith("/cdc"))
+    wanted = {n for n, _ in ours}
+    return {
+        "edited": len(wanted),
+        "caught": len(edited & wanted),
+        "cdc_calls": cdc_calls,
+        "writes": sum(1 for r in log if r.service == "qbo" and r.is_write),
+        "seconds": round(seconds, 2),
+        "ok": len(wanted) > 1000 and edited >= wanted and cdc_calls >= 2,
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     limits = QboLimits(window_seconds=args.window_seconds)
@@ -160,6 +200,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{'ok' if found['ok'] else 'MISSED'}\n    QBO requests by kind: {found['kinds']}"
             )
             results.append(found)
+        if args.cdc_quotes:
+            split = cdc_split(args.cdc_quotes, args.seed, limits, root / "cdc")
+            print(
+                f"CDC split: {split['edited']} invoices edited by people, {split['caught']} "
+                f"caught as edited_in_qbo, {split['cdc_calls']} CDC calls, "
+                f"{split['writes']} writes, {split['seconds']} s "
+                f"(target: > 1,000 edited, all caught) {'ok' if split['ok'] else 'MISSED'}"
+            )
+            results.append(split)
     return 0 if all(r["ok"] for r in results) else 1
 
 
