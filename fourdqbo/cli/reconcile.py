@@ -140,6 +140,7 @@ def _audit(conn: Connections, progress: Progress, since: datetime) -> ReconcileR
         conn.qbo,
         item_ids=extract.item_ids,
         accepted=acceptances_of(conn.state),
+        ledger=conn.state.ledger,
         progress=progress,
     )
     return reconciler.run(since)

@@ -12,6 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
+
+from fourdqbo.timefmt import iso_z
 
 
 class AttentionKind(StrEnum):
@@ -56,6 +59,18 @@ class LedgerEntry:
     written_at: datetime
     intuit_tid: str | None = None
     action: str = "created"
+
+    def as_json(self) -> dict[str, Any]:
+        """The entry as `sync conflicts --json` and `reconcile --json` show it (UTC, Z)."""
+        return {
+            "invoice_id": self.invoice_id,
+            "version": self.version,
+            "sync_token": self.sync_token,
+            "action": self.action,
+            "run_id": self.run_id,
+            "written_at": iso_z(self.written_at),
+            "intuit_tid": self.intuit_tid,
+        }
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,15 @@ each SalesItemLineDetail line by position (Description, Amount, Qty, UnitPrice, 
 missing or extra line as one difference), and the custom fields the draft sets (by their
 Name; a field QBO leaves out counts as empty). Numbers compare by value (100 == 100.00).
 Ignored: QBO's SubTotal line, Id, SyncToken, Balance, MetaData and other custom fields.
+A TotalAmt that differs only by the sales tax QBO computes (`differs_only_by_tax`) is
+still named here, but the planner and reconcile count such an invoice as in step.
 Values are ids, dates, amounts, descriptions and field values the sync itself writes;
 never a patient's name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 
 from fourdqbo.money import cents
@@ -82,6 +84,28 @@ def invoice_differences(
     return tuple(found)
 
 
+def sales_tax(invoice: Invoice) -> Decimal:
+    """The invoice's sales tax (`TxnTaxDetail.TotalTax`), which QBO computes; 0 without."""
+    detail = invoice.raw.get("TxnTaxDetail")
+    value = detail.get("TotalTax") if isinstance(detail, Mapping) else None
+    try:
+        return Decimal(str(value)) if value is not None else Decimal(0)
+    except ArithmeticError:
+        return Decimal(0)
+
+
+def differs_only_by_tax(draft: InvoiceDraft, invoice: Invoice, fields: Iterable[str]) -> bool:
+    """Whether the only difference is a TotalAmt that QBO's sales tax explains exactly.
+
+    `fields` are difference field names ("TotalAmt", "Line 1 Amount", …). The sync owns
+    the lines, not the total: QBO adds the tax again after every update, so such an
+    invoice is in step with its quote, and writing it would be repeated forever.
+    """
+    names = {name.split(" ", 1)[0] for name in fields}
+    tax = sales_tax(invoice)
+    return names == {"TotalAmt"} and tax != 0 and invoice.total == draft.total + tax
+
+
 def money_text(value: Decimal) -> str:
     """An amount as a decimal string with two places ("1250.00"); an amount with finer
     digits keeps them, so two different values never print alike."""
@@ -138,4 +162,4 @@ def _optional(value: Decimal | None, text: Callable[[Decimal], str]) -> str | No
     return None if value is None else text(value)
 
 
-__all__ = ["invoice_differences", "money_text"]
+__all__ = ["differs_only_by_tax", "invoice_differences", "money_text", "sales_tax"]

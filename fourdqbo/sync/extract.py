@@ -75,6 +75,10 @@ class Window:
     listed: Mapping[str, Listed]
     queued: frozenset[str] = frozenset()
     open_before: tuple[AttentionItem, ...] = ()
+    # In the window only because CDC tied a changed invoice to them (not listed, queued or
+    # open): a 404 from 4D then means the invoice names no 4D quote (a copy a bookkeeper
+    # numbered themselves keeps our Quote Version field), which is no failure.
+    rechecked: frozenset[str] = frozenset()
 
     def chunks(self, size: int) -> Iterator[tuple[str, ...]]:
         if size < 1:
@@ -163,7 +167,9 @@ class Extractor:
             or number in queued  # `sync retry`, or a new Version that failed again
             or (number in listed and listed[number].version != gave_up[number])
         ]
-        return Window(tuple(numbers), listed, frozenset(queued), open_before)
+        others = {*queued, *waiting, *listed}
+        only_cdc = frozenset(n for n in recheck if n not in others)
+        return Window(tuple(numbers), listed, frozenset(queued), open_before, only_cdc)
 
     def chunk(self, numbers: Sequence[str], window: Window) -> Extracted:
         """Fetch the chunk's completed quotes, map them, look the chunk up in QBO."""
@@ -176,7 +182,8 @@ class Extractor:
         if to_fetch:
             fetched = self.fourd.get_quotes(to_fetch)
         inputs = tuple(
-            self._input(n, listed.get(n), fetched.get(n), n in window.queued) for n in numbers
+            self._input(n, listed.get(n), fetched.get(n), n in window.queued, n in window.rechecked)
+            for n in numbers
         )
         del fetched  # the Quote bodies: only the drafts go on
         self.progress.phase("looking up QBO")
@@ -252,7 +259,16 @@ class Extractor:
         listed: Listed | None,
         fetched: Quote | FourdqboError | None,
         queued: bool = False,
+        rechecked: bool = False,
     ) -> QuoteInput:
+        if (
+            isinstance(fetched, FourdqboError)
+            and rechecked
+            and listed is None
+            and getattr(fetched, "status", None) == 404
+        ):
+            log.info("quote %s: a changed QBO invoice names it, but 4D has no such quote", number)
+            return QuoteInput(number, 0, None, None, None)
         if isinstance(fetched, FourdqboError):
             # The Version a malformed answer still stated beats none: a queued quote is
             # often not listed, and the Version is what a give-up is kept for.

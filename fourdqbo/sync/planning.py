@@ -33,6 +33,7 @@ from fourdqbo.sync.customers import (
     CustomerToReactivate,
     customer_key,
 )
+from fourdqbo.sync.differences import differs_only_by_tax, sales_tax
 from fourdqbo.sync.mapping import InvoiceDraft, LineKind, draft_differences
 
 REOPENED_ACTIONS = ("delete", "void")
@@ -331,6 +332,14 @@ class _Planner:
         differences = draft_differences(draft, customer.id, self.item_ids, invoice)
         if not differences:
             return plan(Action.UNCHANGED, "invoice equals the quote")
+        if differs_only_by_tax(draft, invoice, differences):
+            # An update would send the same lines and QBO would add the same tax again:
+            # written every run, forever. The lines are what the sync owns.
+            return plan(
+                Action.UNCHANGED,
+                f"invoice equals the quote line by line; its total {invoice.total} holds "
+                f"{sales_tax(invoice)} sales tax QBO adds",
+            )
         differ = "invoice differs in " + ", ".join(differences)
         same_version = (
             entry.version == quote.version and entry.invoice_id == invoice.id

@@ -18,7 +18,7 @@ patient's name.
 
 from __future__ import annotations
 
-import re
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
@@ -39,10 +39,15 @@ from fourdqbo.emr.records import (
 )
 from fourdqbo.errors import FourdqboError
 from fourdqbo.money import ZERO
-from fourdqbo.qbo import query as q
 from fourdqbo.qbo.records import Customer, Invoice
-from fourdqbo.state.items import Acceptance, Difference
-from fourdqbo.sync.differences import invoice_differences, money_text
+from fourdqbo.state.items import Acceptance, Difference, LedgerEntry
+from fourdqbo.sync.customers import customer_key, patient_pattern, strip_deleted_suffix
+from fourdqbo.sync.differences import (
+    differs_only_by_tax,
+    invoice_differences,
+    money_text,
+    sales_tax,
+)
 from fourdqbo.sync.engine import Progress, SilentProgress
 from fourdqbo.sync.mapping import (
     QUOTE_VERSION_FIELD_NAME,
@@ -52,7 +57,7 @@ from fourdqbo.sync.mapping import (
     MappingRules,
     map_quote,
 )
-from fourdqbo.sync.planning import QuoteInput, customer_key
+from fourdqbo.sync.planning import QuoteInput, is_voided
 from fourdqbo.timefmt import iso_z, local_date
 
 
@@ -82,8 +87,6 @@ FIXABLE = frozenset(
         FindingKind.CUSTOMER_MISMATCH,
     }
 )
-_DELETED_SUFFIX = re.compile(r"\s+\((?:deleted|Deleted)\)$")
-_PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 
 @dataclass(frozen=True)
@@ -98,8 +101,10 @@ class Finding:
     differences: tuple[Difference, ...] = ()
     reason: str = ""
     paid: bool = False  # a payment is applied to the invoice
+    ledger: LedgerEntry | None = None  # the sync's last write for the quote, if known
 
     def as_dict(self) -> dict[str, Any]:
+        entry = self.ledger
         return {
             "quote": self.quote,
             "version": self.version,
@@ -112,6 +117,7 @@ class Finding:
                 {"field": d.field, "qbo": d.qbo, "quote": d.quote} for d in self.differences
             ],
             "reason": self.reason,
+            "ledger": None if entry is None else entry.as_json(),
         }
 
 
@@ -191,6 +197,7 @@ def reconcile_findings(
     *,
     timezone: str = "America/New_York",
     known_elsewhere: Iterable[str] = (),
+    ledger: Mapping[str, LedgerEntry] | None = None,
 ) -> ReconcileResult:
     """One finding per quote number (its highest Version when given twice), in order.
 
@@ -198,7 +205,9 @@ def reconcile_findings(
     after `since` (in `timezone`); an invoice of the period whose DocNumber is neither a
     quote given nor in `known_elsewhere` (quotes 4D knows outside the period) is
     `not_from_4d`. `template` is CUSTOMER_NAME_TEMPLATE, to find the patient's customers.
-    Raises LookupError when `item_ids` lacks a kind a draft uses.
+    `ledger` (quote -> the sync's last write) is shown with each finding, and says when an
+    invoice differs from or is missing after the very Version the sync wrote (a person's
+    doing in QBO). Raises LookupError when `item_ids` lacks a kind a draft uses.
     """
     by_doc = _invoices_by_doc(invoices)
     patients = _PatientCustomers(customers, template)
@@ -208,6 +217,9 @@ def reconcile_findings(
         finding = _finding(
             quote, by_doc.get(quote.number.strip(), []), patients, item_ids, accepted
         )
+        entry = (ledger or {}).get(quote.number.strip())
+        if entry is not None:
+            finding = replace(finding, ledger=entry, reason=_history(finding, entry))
         findings.append(finding)
         if quote.status_id == STATUS_COMPLETED and quote.draft is not None:
             quotes_total += quote.draft.total
@@ -230,15 +242,29 @@ def reconcile_findings(
     )
 
 
+def _history(finding: Finding, entry: LedgerEntry) -> str:
+    """The finding's reason, with what the ledger says a person did since the last write."""
+    same = entry.version == finding.version and entry.action in ("created", "updated", "adopted")
+    if not same:
+        return finding.reason
+    if finding.finding in (FindingKind.DIFFERS, FindingKind.PAID_DIFFERS) and (
+        entry.invoice_id == finding.invoice_id
+    ):
+        return (
+            f"{finding.reason}: changed in QBO after run {entry.run_id} wrote "
+            f"Version {entry.version}"
+        )
+    if finding.finding is FindingKind.MISSING:
+        return (
+            f"{finding.reason}: invoice {entry.invoice_id} written from Version "
+            f"{entry.version} by run {entry.run_id} was deleted or voided in QBO"
+        )
+    return finding.reason
+
+
 def fix_quotes(result: ReconcileResult) -> tuple[str, ...]:
     """The quotes `--fix` hands to the sync: unpaid, not accepted, one invoice at most."""
     return tuple(f.quote for f in result.findings if f.finding in FIXABLE and not f.paid)
-
-
-def is_voided(invoice: Invoice) -> bool:
-    """What QBO's void leaves: zero amounts and a PrivateNote starting "Voided"."""
-    note = str(invoice.raw.get("PrivateNote") or "")
-    return note.startswith("Voided") and invoice.total == 0 and invoice.balance == 0
 
 
 def patient_customer_ids(
@@ -247,8 +273,8 @@ def patient_customer_ids(
     """The ids of the customers that are this patient (DESIGN.md "Customers are patients").
 
     The exact DisplayName, or a name that, with a trailing " (deleted)" dropped, fits
-    `template` with `{patient_id}` filled in and every other placeholder free. A stand-in
-    until the canonical matcher of `sync/customers.py` replaces `_PatientCustomers`.
+    `template` with `{patient_id}` filled in and every other placeholder free: the
+    canonical matcher of `sync/customers.py`, as the sync uses it.
     """
     return _PatientCustomers(customers, template).ids(patient_id, display_name)
 
@@ -333,59 +359,45 @@ def _finding(
         )
     if not differences:
         return finding(FindingKind.OK, "invoice equals the quote", **on_invoice)
+    if differs_only_by_tax(draft, invoice, (d.field for d in differences)):
+        # In step as the sync sees it (no update can change QBO's tax); the totals show it.
+        reason = f"invoice equals the quote; QBO adds {money_text(sales_tax(invoice))} sales tax"
+        return finding(FindingKind.OK, reason, **{**on_invoice, "differences": ()})
     if invoice.paid:
         return finding(FindingKind.PAID_DIFFERS, "differs, and a payment is applied", **on_invoice)
     return finding(FindingKind.DIFFERS, "differs from the quote", **on_invoice)
 
 
 class _PatientCustomers:
-    """Which customers are a patient: by exact DisplayName, or by the template with the
-    patient id filled in (inactive and "(deleted)"-renamed customers included)."""
+    """Which customers are a patient: the exact DisplayName, or a name the canonical
+    patient-id matcher (`customers.patient_pattern`) accepts — inactive customers and
+    those QBO renamed "… (deleted)" included — exactly as the sync finds them."""
 
     def __init__(self, customers: Sequence[Customer], template: str) -> None:
-        self.by_name: dict[str, list[Customer]] = {}
-        self.by_bare_name: list[tuple[str, Customer]] = []
-        for customer in customers:
-            self.by_name.setdefault(customer_key(customer.display_name), []).append(customer)
-            bare = _DELETED_SUFFIX.sub("", customer.display_name.strip())
-            self.by_bare_name.append((bare.casefold(), customer))
         self.template = template
-        # Index by every patient id the template could have been filled with: the id's
-        # neighbours in the template are literals, so a lazy and a greedy reading of the
-        # name find it (patient ids hold no template literal in practice).
-        self.by_patient: dict[str, list[tuple[str, Customer]]] = {}
-        for reading in (
-            _template_pattern(template, "(?P<pid>.+?)"),
-            _template_pattern(template, "(?P<pid>.+)"),
-        ):
-            for bare, customer in self.by_bare_name:
-                match = reading.fullmatch(bare)
-                if match is not None:
-                    entries = self.by_patient.setdefault(match["pid"], [])
-                    if all(c.id != customer.id for _, c in entries):
-                        entries.append((bare, customer))
+        self.by_name: dict[str, list[Customer]] = {}
+        for customer in customers:
+            bare = strip_deleted_suffix(customer.display_name)
+            self.by_name.setdefault(customer_key(bare), []).append(customer)
+        # Sorted by name, so the candidates of a LIKE 'prefix%' are one slice (thousands of
+        # quotes against thousands of customers must not be a product of the two).
+        self.sorted = sorted(
+            ((customer_key(c.display_name), c) for c in customers), key=lambda pair: pair[0]
+        )
+        self.keys = [key for key, _ in self.sorted]
 
     def ids(self, patient_id: str, display_name: str) -> tuple[str, ...]:
         exact = self.by_name.get(customer_key(display_name), [])
-        pattern = _template_pattern(self.template, re.escape(patient_id.casefold()))
-        by_id = [
-            c
-            for bare, c in self.by_patient.get(patient_id.casefold(), [])
-            if pattern.fullmatch(bare)
-        ]
+        pattern = patient_pattern(self.template, patient_id)
+        prefix = pattern.like.split("%", 1)[0].casefold()
+        start = bisect_left(self.keys, prefix)
+        by_id = []
+        for key, customer in self.sorted[start:]:
+            if not key.startswith(prefix):
+                break
+            if pattern.matches(customer.display_name):
+                by_id.append(customer)
         return tuple(dict.fromkeys(c.id for c in [*exact, *by_id]))
-
-
-def _template_pattern(template: str, patient_id: str) -> re.Pattern[str]:
-    parts: list[str] = []
-    position = 0
-    template = template.strip()  # as customer_display_name strips the names it makes
-    for match in _PLACEHOLDER.finditer(template):
-        parts.append(re.escape(template[position : match.start()].casefold()))
-        parts.append(patient_id if match[1] == "patient_id" else ".*")
-        position = match.end()
-    parts.append(re.escape(template[position:].casefold()))
-    return re.compile("".join(parts), re.DOTALL)
 
 
 def _latest(quotes: Iterable[QuoteInput]) -> list[QuoteInput]:
@@ -433,9 +445,9 @@ class QBOReads(Protocol):
     @property
     def request_count(self) -> int: ...
 
-    def query_all(
-        self, entity: str, where: Sequence[str] = (), order_by: str | None = None
-    ) -> list[dict[str, Any]]: ...
+    def invoices_dated_since(self, day: date) -> list[Invoice]: ...
+
+    def all_customers(self, *, include_inactive: bool = True) -> list[Customer]: ...
 
     def find_invoices_by_doc_numbers(self, doc_numbers: Iterable[str]) -> list[Invoice]: ...
 
@@ -445,7 +457,8 @@ class Reconciler:
     """One reconcile: reads 4D and QBO in bulk and hands them to `reconcile_findings`.
 
     `item_ids` resolves the line kinds to QBO Item ids (one read; the engine's rule);
-    `accepted` holds the acceptances by quote number. Writes nothing, takes no lock.
+    `accepted` holds the acceptances by quote number, `ledger` reads the sync's last
+    writes. Writes nothing, takes no lock.
     """
 
     settings: Settings
@@ -454,6 +467,9 @@ class Reconciler:
     item_ids: Callable[[], Mapping[LineKind, str]]
     accepted: Mapping[str, Acceptance] = field(default_factory=dict)
     progress: Progress = field(default_factory=SilentProgress)
+    # The state store's `ledger(quotes)` read (no QBO request), to show each finding's
+    # last write; None shows none.
+    ledger: Callable[[Sequence[str]], Mapping[str, LedgerEntry]] | None = None
 
     def run(self, since: datetime) -> ReconcileResult:
         fourd_before, qbo_before = self.fourd.request_count, self.qbo.request_count
@@ -474,12 +490,12 @@ class Reconciler:
         self.progress.phase("reading QBO")
         item_ids = self.item_ids() if any(i.draft is not None for i in inputs) else {}
         day = local_date(since, self.settings.sync_timezone)
-        dated = _invoices_dated_since(self.qbo, day)
+        dated = self.qbo.invoices_dated_since(day)
         have = {(i.doc_number or "").strip() for i in dated}
         rest = [n for n in summaries if n.strip() not in have]
         older = self.qbo.find_invoices_by_doc_numbers(rest) if rest else []
         customers = (
-            [Customer.parse(row) for row in self.qbo.query_all("Customer", [_ANY_ACTIVE])]
+            self.qbo.all_customers(include_inactive=True)
             if any(i.draft is not None for i in inputs)
             else []
         )
@@ -505,6 +521,7 @@ class Reconciler:
             since,
             timezone=self.settings.sync_timezone,
             known_elsewhere=known,
+            ledger=self.ledger(list(summaries)) if self.ledger is not None and summaries else {},
         )
         requests = {
             "fourd": self.fourd.request_count - fourd_before,
@@ -522,16 +539,6 @@ def acceptances_of(state: Any) -> dict[str, Acceptance]:
     if isinstance(found, Mapping):
         return {str(k): v for k, v in found.items()}
     return {a.quote: a for a in found}
-
-
-_ANY_ACTIVE = "Active IN (true, false)"
-
-
-def _invoices_dated_since(qbo: QBOReads, day: date) -> list[Invoice]:
-    """Every invoice with TxnDate on or after `day`, 1000 a page (until the client has
-    its own `invoices_dated_since`)."""
-    rows = qbo.query_all("Invoice", [q.compare("TxnDate", ">=", day.isoformat())])
-    return [Invoice.parse(row) for row in rows]
 
 
 def _input(
