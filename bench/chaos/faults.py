@@ -27,6 +27,7 @@ from bench.chaos.world import (
 )
 from fourdqbo.sandbox.audit import Audit
 from fourdqbo.sandbox.server import FAULT_KINDS
+from fourdqbo.sync.load import WRITES_IN_FLIGHT
 
 
 @dataclass
@@ -179,9 +180,17 @@ def fourd_unauthorized_mid_run(
             result.problems.append(f"expected exit 3, got {first.code}")
         if "Traceback" in first.stderr or first.stderr.strip().count("\n") > 0:
             result.problems.append(f"not one line on stderr: {first.stderr!r}")
-        writes = sum(1 for r in w.sandbox.requests if is_qbo_write(r))
-        if writes:
-            result.problems.append(f"{writes} QBO writes after 4D refused the credentials")
+        # The run is a pipeline: chunks read before the refusal may be written, but once a
+        # read is refused nothing more may leave except the write batches already past
+        # their last check (at most WRITES_IN_FLIGHT).
+        log = w.sandbox.requests
+        refused = [r.at for r in log if r.service == "fourd" and r.status == 401]
+        late = [r for r in log if is_qbo_write(r) and refused and r.at > min(refused)]
+        if len(late) > WRITES_IN_FLIGHT:
+            result.problems.append(
+                f"{len(late)} QBO writes after 4D refused the credentials "
+                f"(at most {WRITES_IN_FLIGHT} may have been in flight)"
+            )
         if w.store.watermark() is not None:
             result.problems.append("the watermark moved")
         if w.store.lock_holder() is not None:

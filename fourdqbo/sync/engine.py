@@ -152,11 +152,13 @@ class SyncEngine:
         self.progress.window(len(window.numbers))
         if not window.numbers:
             return
+        failing = threading.Event()  # a chunk's read failed: write nothing more
         loader = Loader(
             self.qbo,
             report,
             lock=lock,
             stop=self.stop,
+            halt=failing,
             progress=self.progress,
             batch_size=write_batch_size(
                 self.settings.qbo_max_requests_per_minute, self.settings.qbo_max_batches_per_minute
@@ -189,6 +191,7 @@ class SyncEngine:
                 stop=self.stop,
                 ahead=CHUNKS_AHEAD,
                 readers=CHUNK_READERS,
+                failing=failing,
             )
         finally:
             self.qbo.before_write = None

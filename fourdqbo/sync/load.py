@@ -160,6 +160,7 @@ class Loader:
         *,
         lock: RunLock | None,
         stop: threading.Event,
+        halt: threading.Event | None = None,
         progress: Progress,
         batch_size: int = BATCH_LIMIT,
         writes_in_flight: int = WRITES_IN_FLIGHT,
@@ -174,6 +175,7 @@ class Loader:
         self.report = report
         self.lock = lock
         self.stop = stop
+        self.halt = halt  # set when a later chunk's read failed
         self.progress = progress
         # Run-wide, by DisplayName key: customers known active (found, created or
         # reactivated), and those this run could not get (not tried again this run).
@@ -240,8 +242,9 @@ class Loader:
     # -- the lock ------------------------------------------------------------------------
 
     def checkpoint(self) -> None:
-        """Between batches: stop cleanly on a signal or when the lock was lost."""
-        if self.stop.is_set():
+        """Between batches: stop cleanly on a signal, when a chunk's read failed (an
+        upstream refused: nothing more is written), or when the lock was lost."""
+        if self.stop.is_set() or (self.halt is not None and self.halt.is_set()):
             raise Interrupted("interrupted: finished the batch in flight and stopped")
         self.check_lock()
 

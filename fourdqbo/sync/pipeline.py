@@ -8,7 +8,10 @@ grow with the window (DESIGN.md "Large windows").
 
 Stopping and failing keep the unchunked run's semantics:
 - an exception in the producer is raised in the calling thread, as it is, when the
-  consumer asks for that chunk (the chunk being written is finished first);
+  consumer asks for that chunk; it also sets `failing`, which the consumer checks between
+  its write batches, so that nothing more is written once an upstream refused (exit 3:
+  "nothing more was written"); the consumer's `Interrupted` is then replaced by the
+  reader's own error;
 - an exception in the consumer stops the producers (they finish the reads in flight);
 - `stop` set (SIGTERM): no new chunk is started or taken; `Interrupted` is raised.
 `run_chunks` returns only when every chunk was consumed, and never leaves its thread
@@ -84,6 +87,7 @@ def run_chunks(
     stop: threading.Event,
     ahead: int = 1,
     readers: int = 1,
+    failing: threading.Event | None = None,
 ) -> int:
     """Produce chunks in `readers` threads, consume them in order here; returns how many.
 
@@ -149,6 +153,8 @@ def run_chunks(
                 with ready:
                     taken["over"] = True  # no chunk after a failed one is read
                 leave(index, _Failed(exc))
+                if failing is not None:
+                    failing.set()
                 return
 
     threads = [threading.Thread(target=producer, name="sync-chunk-producer", daemon=True)]
@@ -176,7 +182,13 @@ def run_chunks(
             room.release()  # a reader may read the next chunk while this one is written
             if stop.is_set():
                 raise Interrupted("interrupted: finished the batch in flight and stopped")
-            consume(item.value)
+            try:
+                consume(item.value)
+            except Interrupted:
+                failed = _failure(slots, ready)
+                if failed is not None:
+                    raise failed.error from None  # what stopped the writes, as it was
+                raise
             consumed += 1
     finally:
         cancel.set()
@@ -190,6 +202,11 @@ def run_chunks(
             waited["first"],
             waited["reader"],
         )
+
+
+def _failure(slots: dict[int, object], ready: threading.Condition) -> _Failed | None:
+    with ready:
+        return next((word for word in slots.values() if isinstance(word, _Failed)), None)
 
 
 def _take(

@@ -143,6 +143,35 @@ def test_a_producer_error_is_raised_as_it_is_after_the_chunk_in_hand() -> None:
     assert _no_producer_left()
 
 
+def test_a_failed_read_halts_the_chunk_being_written_and_its_error_is_raised() -> None:
+    # Chunk 1 is being written (batch by batch) while chunk 2's read is refused: the
+    # writer sees `failing` at its next batch boundary and stops; the run raises the
+    # reader's own error (exit 3 for an upstream), not a generic interruption.
+    error = UpstreamError("4D refused the credentials", service="fourd")
+    failing = threading.Event()
+    batches: list[tuple[int, int]] = []
+
+    def produce(n: int) -> int:
+        if n == 1:
+            raise error
+        return n
+
+    def consume(n: int) -> None:
+        for batch in range(50):
+            if failing.is_set():
+                raise Interrupted("interrupted: finished the batch in flight and stopped")
+            batches.append((n, batch))
+            time.sleep(0.01)
+
+    with pytest.raises(UpstreamError) as raised:
+        run_chunks(range(3), produce, consume, stop=threading.Event(), failing=failing)
+    assert raised.value is error
+    assert failing.is_set()
+    assert 0 < len(batches) < 50  # chunk 0 was cut short, chunk 2 never written
+    assert {n for n, _ in batches} == {0}
+    assert _no_producer_left()
+
+
 def test_a_consumer_error_stops_the_producer() -> None:
     produced: list[int] = []
 
