@@ -208,7 +208,13 @@ def _print_result(result: ReconcileResult, *, title: str) -> None:
 
 
 def _differences_text(differences: list[dict[str, Any]]) -> str:
-    return "; ".join(f"{d['field']}: {d['qbo']} -> {d['quote']}" for d in differences)
+    """`field: QBO's value -> the quote's`, with `(none)` where a side has no such field
+    (as `sync conflicts` shows it)."""
+
+    def shown(value: Any) -> str:
+        return "(none)" if value is None else str(value)
+
+    return "; ".join(f"{d['field']}: {shown(d['qbo'])} -> {shown(d['quote'])}" for d in differences)
 
 
 def _csv_target(path: Path) -> Path:
