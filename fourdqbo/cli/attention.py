@@ -66,17 +66,7 @@ def item_document(item: AttentionItem) -> dict[str, Any]:
         "differences": [
             {"field": d.field, "qbo": d.qbo, "quote": d.quote} for d in item.differences
         ],
-        "ledger": None
-        if ledger is None
-        else {
-            "invoice_id": ledger.invoice_id,
-            "version": ledger.version,
-            "sync_token": ledger.sync_token,
-            "action": ledger.action,
-            "run_id": ledger.run_id,
-            "written_at": iso_z(ledger.written_at),
-            "intuit_tid": ledger.intuit_tid,
-        },
+        "ledger": None if ledger is None else ledger.as_json(),
         "settle": settle_command(item),
     }
 
