@@ -489,20 +489,9 @@ class _Planner:
 
 
 def is_voided(invoice: Invoice) -> bool:
-    """What a voided invoice looks like: QBO notes "Voided" and zeroes its amounts.
-
-    Uses `Invoice.voided` when the records module has it (0.2), else the same rule here.
-    """
-    voided = getattr(invoice, "voided", None)
-    if isinstance(voided, bool):
-        return voided
-    note = invoice.raw.get("PrivateNote")
-    return (
-        isinstance(note, str)
-        and note.strip().casefold().startswith("voided")
-        and invoice.total == 0
-        and invoice.balance == 0
-    )
+    """What a voided invoice looks like (`Invoice.voided`: QBO notes "Voided" and zeroes
+    its amounts; a zero total alone is no void)."""
+    return invoice.voided
 
 
 def _paid_text(amount: Decimal) -> str:
