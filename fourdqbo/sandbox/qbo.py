@@ -29,12 +29,11 @@ shuffled order), `cdc`, single-entity reads and writes, `requestid` replays, and
 
 from __future__ import annotations
 
-import copy
 import random
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -243,6 +242,17 @@ def plain_name(display_name: str) -> str:
     return match.group("plain") if match else display_name
 
 
+def json_copy(value: Any) -> Any:
+    """A copy of a JSON tree (dicts and lists of immutable scalars: str, int, Decimal, bool,
+    None): what `copy.deepcopy` makes of one, without its memo, at a fraction of the cost.
+    Every answer and every stored entity is copied, so this is the sandbox's hottest path."""
+    if isinstance(value, dict):
+        return {key: json_copy(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [json_copy(item) for item in value]
+    return value
+
+
 class Company:
     """A QBO company's entities and rules. Every method is thread-safe."""
 
@@ -259,6 +269,9 @@ class Company:
         self._paid: dict[str, Decimal] = {}
         # (entity, DocNumber) -> Ids: the duplicate check must stay cheap with thousands.
         self._docs: dict[tuple[str, str], set[str]] = {}
+        # casefolded Customer DisplayName -> Ids: the uniqueness check on every customer
+        # write must not scan thousands of customers.
+        self._names: dict[str, set[str]] = {}
         self._balances_stale = False  # an invoice changed since balances were summed
         self._payment_ids = 500
         self.deleted: list[dict[str, Any]] = []  # deleted entities, for tests
@@ -296,7 +309,7 @@ class Company:
             if entity == "Customer":
                 self._refresh_balances()
             rows = list(self._store[entity].values())
-            return copy.deepcopy(sorted(rows, key=lambda e: int(e["Id"])))
+            return json_copy(sorted(rows, key=lambda e: int(e["Id"])))
 
     def invoices(self) -> list[dict[str, Any]]:
         return self._list("Invoice")
@@ -304,14 +317,14 @@ class Company:
     def invoice(self, ident: str) -> dict[str, Any] | None:
         with self.lock:
             found = self._store["Invoice"].get(str(ident))
-            return copy.deepcopy(found) if found else None
+            return json_copy(found) if found else None
 
     def invoices_by_doc(self, doc_number: str | int) -> list[dict[str, Any]]:
         """From the DocNumber index, copying only the matches (audits call it per quote)."""
         with self.lock:
             ids = self._docs.get(("Invoice", str(doc_number)), set())
             rows = [self._store["Invoice"][i] for i in ids if i in self._store["Invoice"]]
-            return copy.deepcopy(sorted(rows, key=lambda e: int(e["Id"])))
+            return json_copy(sorted(rows, key=lambda e: int(e["Id"])))
 
     def customers(self, *, include_inactive: bool = True) -> list[dict[str, Any]]:
         return [c for c in self._list("Customer") if include_inactive or c.get("Active")]
@@ -320,7 +333,7 @@ class Company:
         with self.lock:
             self._refresh_balances()
             found = self._store["Customer"].get(str(ident))
-            return copy.deepcopy(found) if found else None
+            return json_copy(found) if found else None
 
     def customer_by_name(self, display_name: str) -> dict[str, Any] | None:
         wanted = display_name.strip().casefold()
@@ -360,7 +373,7 @@ class Company:
             )
             invoice["Balance"] = cents(invoice["TotalAmt"] - self._paid[invoice["Id"]])
             self._touch(invoice, "Invoice", "payment", "person")
-            return copy.deepcopy(invoice)
+            return json_copy(invoice)
 
     def edit_invoice(
         self,
@@ -387,7 +400,7 @@ class Company:
         with self.lock:
             current = self._person_target("Invoice", invoice_id)
             lines = [
-                copy.deepcopy(line)
+                json_copy(line)
                 for line in current["Line"]
                 if line.get("DetailType") != "SubTotalLineDetail"
             ]
@@ -401,7 +414,7 @@ class Company:
                 raise KeyError(sorted(removed - set(by_num)))
             lines = [line for line in lines if line["LineNum"] not in removed]
             if add_line is not None:
-                lines.append({"DetailType": "SalesItemLineDetail", **copy.deepcopy(add_line)})
+                lines.append({"DetailType": "SalesItemLineDetail", **json_copy(add_line)})
             body: dict[str, Any] = {
                 "Id": current["Id"],
                 "SyncToken": current["SyncToken"],
@@ -447,7 +460,7 @@ class Company:
             invoice["EmailStatus"] = "EmailSent"
             invoice["DeliveryInfo"] = {"DeliveryType": "Email", "DeliveryTime": self.stamp()}
             self._touch(invoice, "Invoice", "email", "person")
-            return copy.deepcopy(invoice)
+            return json_copy(invoice)
 
     def deactivate_customer(self, customer_id: str) -> dict[str, Any]:
         """Make a customer inactive: its DisplayName gains " (deleted)"."""
@@ -495,7 +508,7 @@ class Company:
             found = self._store[entity].get(str(ident))
             if found is None:
                 raise not_found(entity, ident)
-            return copy.deepcopy(found)
+            return json_copy(found)
 
     def query(self, statement: str) -> dict[str, Any]:
         """The `QueryResponse` of a statement, or QboFault."""
@@ -514,7 +527,7 @@ class Company:
                 result = qbo_query.evaluate(parsed, objects, self.zone)
             except qbo_query.QueryError as exc:
                 raise QboFault(exc.code, exc.message, exc.detail) from None
-            return copy.deepcopy(result.response())
+            return json_copy(result.response())
 
     def company_info(self) -> dict[str, Any]:
         return {
@@ -564,7 +577,7 @@ class Company:
         self._index_doc(entity, stored)
         self._balances_stale = True
         self._log_change(entity, ident, "create", by, "0", at)
-        return copy.deepcopy(stored)
+        return json_copy(stored)
 
     def update(self, entity: str, body: Any) -> dict[str, Any]:
         body = _object_body(body)
@@ -576,7 +589,7 @@ class Company:
         sparse = body.get("sparse") is True or str(body.get("sparse")).lower() == "true"
         fields = _writable(entity)
         if sparse:
-            merged = {k: copy.deepcopy(current[k]) for k in fields if k in current}
+            merged = {k: json_copy(current[k]) for k in fields if k in current}
             merged.update({k: body[k] for k in fields if k in body})
         else:
             merged = {k: body[k] for k in fields if k in body}
@@ -612,7 +625,7 @@ class Company:
         self._index_doc(entity, stored)
         if entity == "Customer" and stored["DisplayName"] != current["DisplayName"]:
             self._rename_references(stored)
-        return copy.deepcopy(stored)
+        return json_copy(stored)
 
     def delete(self, entity: str, body: Any) -> dict[str, Any]:
         body = _object_body(body)
@@ -626,7 +639,7 @@ class Company:
         self._unindex_doc(entity, current)
         self._balances_stale = True
         self._paid.pop(current["Id"], None)
-        self.deleted.append(copy.deepcopy(current))
+        self.deleted.append(json_copy(current))
         self._log_change(entity, current["Id"], "delete", by, None)
         return {"status": "Deleted", "domain": "QBO", "Id": current["Id"]}
 
@@ -662,7 +675,7 @@ class Company:
         ]
         self._paid.pop(current["Id"], None)
         self._touch(current, "Invoice", "void", by)
-        return copy.deepcopy(current)
+        return json_copy(current)
 
     # -- change data capture ---------------------------------------------------------------
 
@@ -710,7 +723,7 @@ class Company:
                 "Id": ident,
                 "MetaData": {"LastUpdatedTime": self.stamp(at)},
             }
-        return copy.deepcopy(stored)
+        return json_copy(stored)
 
     def _log_change(
         self,
@@ -758,10 +771,14 @@ class Company:
     def _index_doc(self, entity: str, stored: Mapping[str, Any]) -> None:
         if stored.get("DocNumber"):
             self._docs.setdefault((entity, stored["DocNumber"]), set()).add(stored["Id"])
+        if entity == "Customer":
+            self._names.setdefault(stored["DisplayName"].casefold(), set()).add(stored["Id"])
 
     def _unindex_doc(self, entity: str, stored: Mapping[str, Any]) -> None:
         if stored.get("DocNumber"):
             self._docs.get((entity, stored["DocNumber"]), set()).discard(stored["Id"])
+        if entity == "Customer":
+            self._names.get(stored["DisplayName"].casefold(), set()).discard(stored["Id"])
 
     def _refresh_balances(self) -> None:
         """Customer balances = open invoice balances, recomputed in one pass when read."""
@@ -827,10 +844,10 @@ class Company:
             built["DocNumber"] = doc_number
         for name in ("PrivateNote", "CustomerMemo", "BillEmail", "SalesTermRef", "BillAddr"):
             if body.get(name) is not None:
-                built[name] = copy.deepcopy(body[name])
+                built[name] = json_copy(body[name])
         billed = self._store["Customer"][customer["value"]]
         if "BillAddr" not in built and billed.get("BillAddr"):
-            built["BillAddr"] = copy.deepcopy(billed["BillAddr"])  # QBO fills it in
+            built["BillAddr"] = json_copy(billed["BillAddr"])  # QBO fills it in
         if entity == "Estimate":
             built["TxnStatus"] = "Pending"
         return built
@@ -987,19 +1004,17 @@ class Company:
         }
         for name in CUSTOMER_FIELDS:
             if name not in ("DisplayName", "Active") and body.get(name) is not None:
-                built[name] = copy.deepcopy(body[name])
+                built[name] = json_copy(body[name])
         return built
 
     def _name_holder(
         self, display: str, current: Mapping[str, Any] | None
     ) -> dict[str, Any] | None:
         """The other customer whose stored DisplayName is `display` (ignoring case)."""
-        wanted = display.casefold()
-        for other in self._store["Customer"].values():
-            if other["DisplayName"].casefold() == wanted and (
-                current is None or other["Id"] != current["Id"]
-            ):
-                return other
+        holders = self._names.get(display.casefold(), set())
+        for ident in sorted(holders, key=int):  # the oldest first, as a scan in Id order
+            if current is None or ident != current["Id"]:
+                return self._store["Customer"][ident]
         return None
 
     def _inactive_name(self, display: str, current: Mapping[str, Any] | None) -> str:
@@ -1146,6 +1161,7 @@ class QboService:
         self._rng_lock = threading.Lock()
         self._replies: dict[tuple[str, str], SimResponse] = {}
         self._replies_lock = threading.Lock()
+        self._pending: dict[tuple[str, str], threading.Lock] = {}  # requestids being answered
 
     def new_tid(self) -> str:
         with self._rng_lock:
@@ -1305,7 +1321,11 @@ class QboService:
     def _replayable(
         self, request: SimRequest, action: Callable[[SimRequest], SimResponse]
     ) -> SimResponse:
-        """Answer a write, or replay the stored answer of an earlier one with its requestid."""
+        """Answer a write, or replay the stored answer of an earlier one with its requestid.
+
+        Only requests with one requestid wait for each other (a retry arriving while the
+        first attempt is still being answered gets its answer); others run at once, as
+        they do in QBO."""
         request_id = request.param("requestid")
         if not request_id or not self.company.settings.honour_requestid:
             return _faults_as_responses(self, action, request)
@@ -1313,9 +1333,17 @@ class QboService:
         with self._replies_lock:
             stored = self._replies.get(key)
             if stored is not None:
-                return copy.deepcopy(stored)
+                return _copied_response(stored)
+            gate = self._pending.setdefault(key, threading.Lock())
+        with gate:
+            with self._replies_lock:
+                stored = self._replies.get(key)
+            if stored is not None:
+                return _copied_response(stored)
             response = _faults_as_responses(self, action, request)
-            self._replies[key] = copy.deepcopy(response)
+            with self._replies_lock:
+                self._replies[key] = _copied_response(response)
+                self._pending.pop(key, None)
             return response
 
     def _write(self, request: SimRequest, entity: str) -> SimResponse:
@@ -1393,6 +1421,10 @@ class QboService:
             return {"bId": bid, entity: result}
         except QboFault as fault:
             return {"bId": bid, "Fault": fault.fault()}
+
+
+def _copied_response(response: SimResponse) -> SimResponse:
+    return replace(response, body=json_copy(response.body), headers=dict(response.headers))
 
 
 def _faults_as_responses(

@@ -436,13 +436,32 @@ def raw_value(obj: Mapping[str, Any], name: str) -> Any:
     return value
 
 
+def _value_getter(name: str) -> Callable[[Mapping[str, Any]], Any]:
+    """`raw_value` for one property, with a fast path for a top-level one (most are)."""
+    if "." in name:
+        return lambda obj: raw_value(obj, name)
+
+    def top_level(obj: Mapping[str, Any]) -> Any:
+        value = obj.get(name)
+        if isinstance(value, dict):
+            if "value" in value:
+                return value["value"]
+            if "Address" in value:
+                return value["Address"]
+        return value
+
+    return top_level
+
+
 def evaluate(query: Query, objects: Sequence[Mapping[str, Any]], zone: tzinfo) -> QueryResult:
     """Filter, order and page `objects` (all the entity's live objects) as QBO would."""
     kinds = QUERYABLE[query.entity]
     predicates = [_predicate(c, kinds[c.field], zone) for c in query.conditions]
     if query.entity in ACTIVE_FILTERED and not any(c.field == "Active" for c in query.conditions):
         predicates.append(lambda obj: raw_value(obj, "Active") is not False)
-    matching = [obj for obj in objects if all(p(obj) for p in predicates)]
+    matching = list(objects)
+    for predicate in predicates:  # one pass each: the cheapest way through thousands
+        matching = [obj for obj in matching if predicate(obj)]
     if query.count:
         return QueryResult(query.entity, total_count=len(matching))
     # QBO's order without ORDERBY is by Id; a stable multi-key sort applies ORDERBY.
@@ -461,27 +480,41 @@ def evaluate(query: Query, objects: Sequence[Mapping[str, Any]], zone: tzinfo) -
     return QueryResult(query.entity, items=page, start_position=query.start_position)
 
 
+def _like_matcher(like: str) -> Callable[[str], re.Match[str] | None]:
+    """A LIKE value (`%` any run of characters, case ignored) as the regex call that decides
+    it: fullmatch of `.*a.*` is the same as search of `a`, only slower, and LIKE is what
+    finds each new patient's customers among thousands."""
+    parts = re.split("(%)", like)
+    leading = bool(parts) and parts[0] == "" and len(parts) > 1 and parts[1] == "%"
+    trailing = len(parts) > 1 and parts[-1] == "" and parts[-2] == "%"
+    if leading:
+        parts = parts[2:]
+    if trailing and parts:
+        parts = parts[:-2]
+    body = "".join(".*" if part == "%" else re.escape(part) for part in parts)
+    pattern = re.compile(body if trailing else body + r"\Z", re.IGNORECASE | re.DOTALL)
+    return pattern.search if leading else pattern.match
+
+
 def _predicate(
     condition: Condition, kind: str, zone: tzinfo
 ) -> Callable[[Mapping[str, Any]], bool]:
     literals = [_coerce(value, kind, condition.field, zone) for value in condition.values]
     name = condition.field
+    value_of = _value_getter(name)
     if condition.op == "LIKE":
-        pattern = re.compile(
-            "".join(
-                ".*" if part == "%" else re.escape(part) for part in re.split("(%)", literals[0])
-            ),
-            re.IGNORECASE | re.DOTALL,
-        )
-        return lambda obj: (
-            isinstance(raw_value(obj, name), str)
-            and pattern.fullmatch(raw_value(obj, name)) is not None
-        )
+        find = _like_matcher(literals[0])
+
+        def like(obj: Mapping[str, Any]) -> bool:
+            value = value_of(obj)
+            return isinstance(value, str) and find(value) is not None
+
+        return like
 
     wanted = set(literals)
 
     def compare(obj: Mapping[str, Any]) -> bool:
-        raw = raw_value(obj, name)
+        raw = value_of(obj)
         if raw is None:
             return False
         value = _coerce_stored(raw, kind, zone)

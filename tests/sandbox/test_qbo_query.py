@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fourdqbo.sandbox import qbo_query
 from fourdqbo.sandbox.qbo_query import QueryError, parse
@@ -181,3 +184,30 @@ def test_customerref_compares_on_the_reference_value(sandbox: Sandbox, qbo: QboC
     customer_id = invoice["CustomerRef"]["value"]
     rows = qbo.rows(f"SELECT * FROM Invoice WHERE CustomerRef = '{customer_id}'")
     assert rows and all(r["CustomerRef"]["value"] == customer_id for r in rows)
+
+
+# --- LIKE, decided by the cheaper regex call ---------------------------------------------
+
+def _like_by_definition(like: str, value: str) -> bool:
+    """LIKE as QBO defines it: `%` is any run of characters, case ignored, whole value."""
+    parts = re.split("(%)", like)
+    body = "".join(".*" if part == "%" else re.escape(part) for part in parts)
+    return re.fullmatch(body, value, re.IGNORECASE | re.DOTALL) is not None
+
+
+@given(
+    like=st.text(alphabet="ab%(.)\n", max_size=7),
+    value=st.text(alphabet="abAB(.)\n", max_size=8),
+)
+def test_like_matcher_decides_like_as_its_definition_does(like: str, value: str) -> None:
+    found = qbo_query._like_matcher(like)(value) is not None
+    assert found == _like_by_definition(like, value)
+
+
+def test_like_matcher_anchors_a_value_without_percent_signs_at_both_ends() -> None:
+    assert qbo_query._like_matcher("(12)")("(12)")
+    assert not qbo_query._like_matcher("(12)")("x(12)")
+    assert not qbo_query._like_matcher("(12)")("(12)x")
+    assert qbo_query._like_matcher("%(12)")("Ann Lee (12)")
+    assert not qbo_query._like_matcher("%(12)")("Ann Lee (12) (deleted)")
+    assert qbo_query._like_matcher("%(12)%")("Ann Lee (12) (deleted)")
