@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -28,9 +29,46 @@ def _refuse_constant(name: str) -> Any:
 
 def dumps(value: Any, *, indent: int | None = None) -> str:
     """Serialise to JSON, writing Decimal as a plain number literal (no float round trip)."""
+    if indent is None:
+        text = _dumps_compact(value)
+        if text is not None:
+            return text
     parts: list[str] = []
     _encode(value, parts, indent, 0)
     return "".join(parts)
+
+
+# A Decimal goes through the C encoder as the string MARK + its digits; the quotes and the
+# mark (escaped by the encoder as \u0000) are then taken off again.
+_MARK = "\x00"
+_ESCAPED_MARK = "\\u0000"
+_MARKED_NUMBER = re.compile(r'"\\u0000(-?[0-9]+(?:\.[0-9]+)?)"')
+
+
+def _dumps_compact(value: Any) -> str | None:
+    """`dumps` without indent through the C encoder (every request body and answer: the
+    pure-Python walk cost a batch of 25 invoices 20 ms of CPU, held from the other threads).
+
+    None when the text cannot be trusted to be the same as the walk's: a string of the
+    value itself holds the mark (or a value is refused: the walk then says why)."""
+    decimals = 0
+
+    def number(obj: Any) -> str:
+        nonlocal decimals
+        if isinstance(obj, Decimal) and obj.is_finite():
+            decimals += 1
+            return _MARK + format(obj, "f")
+        if isinstance(obj, datetime | date):
+            return obj.isoformat()
+        raise TypeError  # the walk says what cannot be written
+
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, default=number)
+    except (TypeError, ValueError):
+        return None
+    if text.count(_ESCAPED_MARK) != decimals:
+        return None
+    return _MARKED_NUMBER.sub(r"\1", text) if decimals else text
 
 
 def _encode(value: Any, out: list[str], indent: int | None, level: int) -> None:

@@ -183,3 +183,36 @@ def test_decimal_round_trip_keeps_fraction_digits(value: Decimal) -> None:
         assert back.as_tuple().exponent == exponent
     else:
         assert type(back) is int
+
+
+# --- the C encoder's text is the walk's text ---------------------------------------------
+
+# Strings that hold the mark the compact path gives a Decimal (NUL), its escaped form and
+# what it is made of: those must fall back to the walk, never come out unquoted.
+tricky_text = st.text(alphabet=st.sampled_from(["\x00", "\\", "u", "0", '"', "1", ".", "-", "é"]))
+tricky_values = st.recursive(
+    scalars | tricky_text | st.dates() | st.datetimes(timezones=st.just(UTC)),
+    lambda inner: (
+        st.lists(inner, max_size=5)
+        | st.dictionaries(tricky_text | st.text(max_size=8), inner, max_size=5)
+    ),
+    max_leaves=25,
+)
+
+
+def _walked(value: Any) -> str:
+    parts: list[str] = []
+    jsonio._encode(value, parts, None, 0)
+    return "".join(parts)
+
+
+@given(tricky_values)
+def test_compact_dumps_is_the_same_text_as_the_walk(value: Any) -> None:
+    assert jsonio.dumps(value) == _walked(value)
+
+
+def test_a_string_holding_the_mark_stays_a_string() -> None:
+    for text in ["\x00123", "\\u0000123", "a\x00", "\x00"]:
+        value = {"Note": text, "Amount": Decimal("1.50")}
+        assert jsonio.dumps(value) == _walked(value)
+        assert jsonio.loads(jsonio.dumps(value)) == value
