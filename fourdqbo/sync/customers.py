@@ -177,6 +177,10 @@ def resolve_customers(
     patient id gives the name to create (several quotes of one patient share the customer).
     """
     seen = _unique_customers([*exact, *by_pattern])
+    exact_by_name: dict[str, list[Customer]] = {}
+    for customer in exact:
+        name = customer_key(strip_deleted_suffix(customer.display_name))
+        exact_by_name.setdefault(name, []).append(customer)
     customer_ids: dict[str, str | None] = {}
     to_create: list[CustomerToCreate] = []
     to_reactivate: dict[str, CustomerToReactivate] = {}
@@ -187,7 +191,7 @@ def resolve_customers(
         pattern = patient_pattern(template, want.patient_id)
         candidates = _unique_customers(
             [
-                *(c for c in exact if customer_key(strip_deleted_suffix(c.display_name)) == wanted),
+                *exact_by_name.get(wanted, ()),
                 *(c for c in by_pattern if pattern.matches(c.display_name)),
             ]
         )
