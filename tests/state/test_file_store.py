@@ -305,3 +305,25 @@ def test_ledger_by_invoice_prefers_the_latest_write_when_two_quotes_name_one(
     store.record_ledger([late])
     store.record_ledger([early])
     assert store.ledger_for_invoices(["145"]) == {"145": late}
+
+
+def test_a_state_file_holds_one_entry_a_line(store: FileStateStore, root: Path) -> None:
+    entries = [LedgerEntry(str(n), str(100 + n), 1, "0", "run-1", T0) for n in range(1, 4)]
+    store.record_ledger(entries)
+    store.append_run({"run_id": "run-1", "note": 'ünïcode "quoted"\nnewline'})
+    store.append_run({"run_id": "run-2"})
+    directory = root / REALM
+    lines = (directory / "ledger.json").read_text().splitlines()
+    assert lines[0] == "{" and lines[-1] == "}"
+    assert [
+        json.loads(line.rstrip(",").partition(": ")[2])["invoice_id"] for line in lines[1:-1]
+    ] == [
+        "101",
+        "102",
+        "103",
+    ]
+    runs = (directory / "runs.json").read_text().splitlines()
+    assert runs[0] == "[" and runs[-1] == "]" and len(runs) == 4
+    assert [json.loads(line.rstrip(","))["run_id"] for line in runs[1:-1]] == ["run-2", "run-1"]
+    assert store.ledger(["2"])["2"].invoice_id == "102"
+    assert store.runs()[1]["note"] == 'ünïcode "quoted"\nnewline'
