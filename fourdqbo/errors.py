@@ -6,6 +6,8 @@ The CLI maps these to a one-line message and the documented exit code, once, at 
 
 from __future__ import annotations
 
+from typing import Any
+
 EXIT_OK = 0
 EXIT_ATTENTION = 1  # finished, but some quotes failed or are conflicts
 EXIT_USAGE = 2  # usage or configuration error; nothing was called
@@ -111,3 +113,10 @@ class LockHeld(FourdqboError):
     """Another sync run holds the lock; this run did nothing."""
 
     exit_code = EXIT_LOCKED
+
+    @classmethod
+    def by(cls, holder: Any) -> LockHeld:
+        """The refusal of a run that found the lock held by `holder` (a LockInfo, or None
+        when the holder could not be read)."""
+        who = f" by {holder.host} pid {holder.pid}" if holder is not None else ""
+        return cls(f"another sync run holds the lock{who}; nothing done")

@@ -230,9 +230,7 @@ class SyncEngine:
         ttl = self.lock_ttl or self.settings.sync_lock_ttl_seconds
         lock = self.state.acquire_lock(run_id, ttl_seconds=ttl)
         if lock is None:
-            holder = self.state.lock_holder()
-            who = f" by {holder.host} pid {holder.pid}" if holder else ""
-            raise LockHeld(f"another sync run holds the lock{who}; nothing done")
+            raise LockHeld.by(self.state.lock_holder())
         lock.start_heartbeat()
         try:
             yield lock

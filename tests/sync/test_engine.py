@@ -341,7 +341,9 @@ def _spawn(env: dict[str, str], *args: str, root: tuple[str, ...] = ()) -> subpr
 def test_concurrent_runs_one_works_the_other_exits_75(
     sandbox: Sandbox, env: dict[str, str]
 ) -> None:
-    sandbox.knobs.fourd.latency_ms = 150  # keep the first run busy
+    # The first run is kept in its 4D fetches (a second each) until the second has
+    # exited: however slowly the second starts, it meets the lock held.
+    sandbox.knobs.fourd.latency_ms = 1000
     first = _spawn(env, "--quiet")
     deadline = time.monotonic() + 10
     while not any(r.service == "fourd" for r in sandbox.requests):
@@ -351,6 +353,7 @@ def test_concurrent_runs_one_works_the_other_exits_75(
     second = _spawn(env, "--quiet")
     assert second.wait(timeout=20) == 75
     assert time.monotonic() - started < 5
+    sandbox.knobs.fourd.latency_ms = 0
     assert first.wait(timeout=60) == 1
     assert audit(sandbox, load_settings(env, dotenv_path=None)).converged
 
