@@ -276,9 +276,11 @@ class FourDClient(ApiClient):
         results: dict[str, Quote | FourdqboError] = {}
         if not wanted:
             return results
-        with ThreadPoolExecutor(
+        pool = ThreadPoolExecutor(
             max_workers=min(self.max_in_flight, len(wanted)), thread_name_prefix="fourd"
-        ) as pool:
+        )
+        aborted = False
+        try:
             futures: dict[Future[Quote], str] = {pool.submit(self.get_quote, n): n for n in wanted}
             pending = set(futures)
             while pending:
@@ -286,9 +288,12 @@ class FourDClient(ApiClient):
                 for future in done:
                     error = future.exception()
                     if error is not None and aborts_run(error):
-                        for other in pending:
-                            other.cancel()
+                        aborted = True
                         raise error
+        finally:
+            # Aborting, the fetches still under way are not waited for: the run must stop
+            # writing now, not once they are answered (they are cancelled if not begun).
+            pool.shutdown(wait=not aborted, cancel_futures=True)
         for future, number in futures.items():
             error = future.exception()
             if error is None:

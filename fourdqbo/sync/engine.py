@@ -182,7 +182,7 @@ class SyncEngine:
         # A write can wait long inside the client (pacing, 429 backoff); a run frozen in
         # that wait past its TTL must not send once it wakes: ownership is checked again
         # right before each write leaves.
-        self.qbo.before_write = loader.check_lock
+        self.qbo.before_write = loader.before_write
         try:
             run_chunks(
                 chunks,

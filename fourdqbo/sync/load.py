@@ -177,6 +177,7 @@ class Loader:
         self.stop = stop
         self.halt = halt  # set when a later chunk's read failed
         self.progress = progress
+        self._sending = threading.local()  # .unsent: this thread's batch has not left yet
         # Run-wide, by DisplayName key: customers known active (found, created or
         # reactivated), and those this run could not get (not tried again this run).
         self.customer_ids: dict[str, str] = {}
@@ -248,6 +249,19 @@ class Loader:
             raise Interrupted("interrupted: finished the batch in flight and stopped")
         self.check_lock()
 
+    def before_write(self) -> None:
+        """The QBO client's last word before a write request leaves, once it is paced.
+
+        A batch may wait in the limiter long after its checkpoint (reads go first): if a
+        signal came or a chunk's read failed meanwhile, its first attempt is not sent. A
+        retry of a batch that has left is (what it did must be known), and so is every
+        write outside a batch. The lock is checked before every attempt."""
+        if getattr(self._sending, "unsent", False):
+            self._sending.unsent = False
+            self.checkpoint()
+        else:
+            self.check_lock()
+
     def check_lock(self) -> None:
         """Raise StateStoreError unless the lock is still ours.
 
@@ -275,11 +289,14 @@ class Loader:
         """One write batch after the checkpoint; answers by bId, or None when the outcome
         is unknown (the caller then looks the documents up instead of writing again)."""
         self.checkpoint()
+        self._sending.unsent = True
         try:
             results = {r.bid: r for r in self.qbo.batch(items)}
         except (OutcomeUnknown, MalformedPayload) as exc:
             log.warning("%s batch outcome unknown (%s); looking the documents up", what, exc)
             return None
+        finally:
+            self._sending.unsent = False
         self.progress.wrote(len(items))
         return results
 
