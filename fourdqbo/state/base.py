@@ -16,7 +16,6 @@ handle is marked `lost` and the engine stops writing at the next batch boundary.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
 import threading
@@ -222,9 +221,14 @@ class SyncLock(ABC):
         self.lost_reason = reason
         self.lost = True
         log.error("sync lock of run %s lost: %s", self.info.run_id, reason)
-        # Recording the loss is best effort; `lost` is what the engine acts on.
-        with contextlib.suppress(StateStoreError):
+        # Recording the loss is best effort; `lost` is what the engine acts on. The engine
+        # may close the store as soon as it sees `lost` (a run ending), while this thread
+        # still writes the note: whatever that raises must not end the thread with a
+        # traceback on stderr.
+        try:
             self._on_lost(reason)
+        except Exception as exc:
+            log.warning("could not record the loss of the sync lock: %s", exc)
 
     def __enter__(self) -> Self:
         return self

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -287,6 +288,7 @@ def test_heartbeat_survives_a_short_redis_outage(redis_server: RedisServer) -> N
     redis_server.start()
     # the restarted server lost the key (no persistence): the next extension finds it gone
     assert wait_until(lambda: lock.lost, timeout=3)
+    lock.stop_heartbeat()  # it may still be noting the loss
     store.close()
 
 
@@ -426,3 +428,24 @@ def test_a_quote_moving_between_queue_and_item_is_always_in_exactly_one(
     mover.join()
     assert seen <= {(True, False), (False, True)}
     assert len(seen) == 2  # both places were seen: the reader really raced the mover
+
+
+def test_a_store_closed_while_the_loss_is_being_noted_is_a_log_line(
+    store: RedisStateStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The engine closes the store once it sees `lost`; the heartbeat thread may still be
+    writing the note of the loss then. That must not end the thread with a traceback."""
+    lock = store.acquire_lock("run-a", ttl_seconds=2.0)
+    assert lock is not None
+
+    def closed(reason: str) -> None:
+        raise ValueError("I/O operation on closed file.")
+
+    lock._on_lost = closed  # type: ignore[method-assign]
+    with caplog.at_level(logging.WARNING, logger="fourdqbo.state.base"):
+        lock._mark_lost("it expired or was taken by another owner")
+    assert lock.lost is True
+    assert (
+        "could not record the loss of the sync lock: I/O operation on closed file." in caplog.text
+    )
+    lock.release()
