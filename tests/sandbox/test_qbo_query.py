@@ -188,6 +188,7 @@ def test_customerref_compares_on_the_reference_value(sandbox: Sandbox, qbo: QboC
 
 # --- LIKE, decided by the cheaper regex call ---------------------------------------------
 
+
 def _like_by_definition(like: str, value: str) -> bool:
     """LIKE as QBO defines it: `%` is any run of characters, case ignored, whole value."""
     parts = re.split("(%)", like)
