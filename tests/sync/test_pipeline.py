@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from itertools import pairwise
 
 import pytest
 from hypothesis import given, settings
@@ -239,13 +240,15 @@ def test_chunked_keeps_the_order_with_a_small_first_chunk(count: int, size: int)
     first = -(-size // FIRST_CHUNK_SHARE)
     if chunks:
         assert len(chunks[0]) == min(first, count)
-        assert all(len(chunk) == size for chunk in chunks[1:-1])
+        # Every chunk but the last doubles the one before until it is full size.
+        for before, chunk in pairwise(chunks[:-1]):
+            assert len(chunk) == min(2 * len(before), size)
         assert all(1 <= len(chunk) <= size for chunk in chunks)
 
 
-def test_the_first_chunk_is_an_eighth_of_the_others() -> None:
+def test_the_first_chunk_is_an_eighth_of_the_others_and_the_next_ones_double() -> None:
     sizes = [len(chunk) for chunk in chunked(list(range(1000)), 250)]
-    assert sizes == [32, 250, 250, 250, 218]
+    assert sizes == [32, 64, 128, 250, 250, 250, 26]
     assert [len(c) for c in chunked([1, 2, 3], 5)] == [1, 2]
     assert [len(c) for c in chunked([1, 2, 3], 5, first_share=1)] == [3]
     with pytest.raises(ValueError):
