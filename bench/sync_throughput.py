@@ -33,7 +33,7 @@ import resource
 import sys
 import tempfile
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -68,6 +68,7 @@ class Pacing:
     reads: int  # admitted GET queries and read-only batches
     writes: int  # admitted write requests (batch or single POST)
     throttled: int  # requests answered 429
+    throttle_causes: str  # the sandbox's reason for each: "requests_per_window 3, in_flight 1"
     write_items: int  # write operations in the admitted write requests
     phase_seconds: float  # first to last admitted write request
     paced_items: int  # write items of every write request but the last
@@ -250,15 +251,20 @@ def sync_in_child(env: dict[str, str], clock_offset: float) -> dict[str, Any]:
     context = multiprocessing.get_context("spawn")
     receive, send = context.Pipe(duplex=False)
     child = context.Process(target=_child_sync, args=(env, clock_offset, send), daemon=True)
+    before = resource.getrusage(resource.RUSAGE_SELF)
     child.start()
     send.close()
     try:
         result: dict[str, Any] = receive.recv()
     except EOFError:
         result = {"error": f"the sync process died (exit {child.exitcode})"}
+    after = resource.getrusage(resource.RUSAGE_SELF)
     child.join()
     if "error" in result:
         raise SystemExit(f"sync run failed: {result['error']}")
+    # While the child syncs, this process does nothing but serve it: its CPU is the
+    # sandbox's (4D, QBO and OAuth in one interpreter).
+    result["sandbox_cpu"] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     return result
 
 
@@ -271,7 +277,7 @@ def _child_sync(env: dict[str, str], clock_offset: float, send: Any) -> None:
     kept.addHandler(pipeline)
     kept.propagate = False
     try:
-        from fourdqbo.cli.sync import connect
+        from fourdqbo.cli.sync import connect, freeze_start_up
         from fourdqbo.sync.engine import RunOptions, SyncEngine
         from fourdqbo.sync.pipeline import chunked
 
@@ -280,6 +286,7 @@ def _child_sync(env: dict[str, str], clock_offset: float, send: Any) -> None:
         size = settings.sync_chunk_size
         started = time.perf_counter()
         with connect(settings) as connections:
+            freeze_start_up()  # as `fourdqbo sync run` does
             engine = SyncEngine(
                 settings,
                 connections.fourd,
@@ -366,7 +373,7 @@ def run_benchmark(
         pacing.requests,
         f"{pacing.reads} reads, {pacing.writes} writes, {pacing.throttled} answered 429",
     )
-    row("429s received", pacing.throttled)
+    row("429s received", pacing.throttled, pacing.throttle_causes)
     row("write items", pacing.write_items, f"in {pacing.writes} write requests")
     row("before the first write", f"{measured.first_write:.2f} s", "from the run's first request")
     row("  of which the 4D list", f"{measured.listing:.2f} s", "to the first quote fetch")
@@ -395,6 +402,14 @@ def run_benchmark(
     row("wall / ideal", f"{measured.wall / measured.ideal:.3f}")
     row("peak RSS of the sync", f"{measured.peak_rss_kb / 1024:.0f} MB", "its own process")
     row("CPU of the sync", f"{result['cpu']:.1f} s", "user + system, its own process")
+    row("CPU of the sandbox", f"{result['sandbox_cpu']:.1f} s", "4D and QBO, one interpreter")
+    cores = os.cpu_count() or 1
+    busy = (result["cpu"] + result["sandbox_cpu"]) / (cores * measured.wall)
+    row(
+        "machine busy",
+        f"{busy:.2f}",
+        f"both processes' CPU / ({cores} cores x wall): near 1, the machine is the pace",
+    )
     if result["pipeline"]:
         print(f"  {result['pipeline']}")
     row("audit", checked.summary(), f"{audit_seconds:.1f} s")
@@ -571,6 +586,9 @@ def measure_pacing(qbo: Sequence[RequestRecord], limits: QboLimits) -> Pacing:
         reads=len(admitted) - len(writes),
         writes=len(writes),
         throttled=len(throttled),
+        throttle_causes=", ".join(
+            f"{cause} {n}" for cause, n in sorted(Counter(r.fault for r in throttled).items())
+        ),
         write_items=total,
         phase_seconds=phase,
         paced_items=paced,

@@ -84,6 +84,18 @@ def connect(
         state.close()
 
 
+def freeze_start_up() -> None:
+    """Leave what start-up made (modules, settings, clients) out of the collector's full
+    passes: a run's threads share one interpreter, and a full pass over everything holds
+    them all. Measured on a 4,000-quote backfill: passes of up to 65-99 ms, between a
+    write's pacing stamp and its leaving, long enough to be counted by QBO in the window
+    before (a 429)."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
 class RichProgress:
     """Live progress of the whole window on a terminal: quotes done of the total, write
     items answered, the measured write rate and an ETA from it.
@@ -272,6 +284,7 @@ def run_engine(
     metrics = _run_metrics(settings, dry_run)
     try:
         with connect(settings, lock_free=not dry_run) as conn:
+            freeze_start_up()
             engine = SyncEngine(settings, conn.fourd, conn.qbo, conn.state, progress, stop)
             engine.on_start = lambda: ping(healthcheck, "start")
             with _stop_on_signals(stop), progress if show_progress else contextlib.nullcontext():
