@@ -49,9 +49,8 @@ def connect(
     lock held by another run (75).
 
     `lock_free` is a look, not the lock: the engine takes it. A run that finds it held
-    exits before building its HTTP clients, the most of its start-up (eight runs started
-    together by cron on two cores: the seven that find the lock held left within 1 s only
-    this way)."""
+    (cron starting a run while the last one still works) exits before building its HTTP
+    clients, the most of its start-up."""
     from fourdqbo.http import RequestCounter
     from fourdqbo.qbo.tokens import TokenStore
     from fourdqbo.state import open_state_store
@@ -89,10 +88,10 @@ def freeze_start_up() -> None:
     passes: a run's threads share one interpreter, and a full pass over everything holds
     them all. Measured on a 4,000-quote backfill: passes of up to 65-99 ms, between a
     write's pacing stamp and its leaving, long enough to be counted by QBO in the window
-    before (a 429)."""
+    before (a 429). No collection first: on two busy cores one cost a run 150-220 ms, more
+    than all else a run that then finds the lock held does."""
     import gc
 
-    gc.collect()
     gc.freeze()
 
 
