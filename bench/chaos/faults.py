@@ -180,11 +180,13 @@ def fourd_unauthorized_mid_run(
             result.problems.append(f"expected exit 3, got {first.code}")
         if "Traceback" in first.stderr or first.stderr.strip().count("\n") > 0:
             result.problems.append(f"not one line on stderr: {first.stderr!r}")
-        # The run is a pipeline: chunks read before the refusal may be written, but once a
-        # read is refused nothing more may leave except the write batches already past
-        # their last check (at most WRITES_IN_FLIGHT).
+        # The run is a pipeline: chunks read before the refusal may be written, but once the
+        # run has been told a read is refused nothing more may leave except the write
+        # batches already past their last check (at most WRITES_IN_FLIGHT). "Told" is when
+        # the first 401 answer left the sandbox (its arrival plus the latency added): a
+        # write arriving between the two was sent before the run could know.
         log = w.sandbox.requests
-        refused = [r.at for r in log if r.service == "fourd" and r.status == 401]
+        refused = [r.answered or r.at for r in log if r.service == "fourd" and r.status == 401]
         late = [r for r in log if is_qbo_write(r) and refused and r.at > min(refused)]
         if len(late) > WRITES_IN_FLIGHT:
             result.problems.append(

@@ -109,6 +109,9 @@ class RequestRecord:
     fault: str | None = None  # the injected fault or throttle cause, if any
     body: Any = None  # parsed JSON body of a write, if any
     intuit_tid: str | None = None
+    # simulated time the answer was ready to leave (after any latency added): the earliest
+    # the client can know what it says
+    answered: datetime | None = None
 
     @property
     def is_write(self) -> bool:
@@ -545,6 +548,7 @@ class Sandbox:
             fault=fault,
             body=body,
             intuit_tid=response.headers.get("intuit_tid"),
+            answered=self.clock.now(),
         )
         with self._log_lock:
             self._log.append(record)

@@ -74,3 +74,12 @@ def test_a_fixed_port_is_honoured(tmp_path: Path) -> None:
     probe.stop()
     with Sandbox(seed=1, quotes=2, port=port) as again:
         assert again.url.endswith(f":{port}")
+
+
+def test_a_record_says_when_its_answer_left_after_the_latency_added(sandbox: Sandbox) -> None:
+    sandbox.knobs.fourd.latency_ms = 60
+    sandbox.clear_requests()
+    httpx.get(sandbox.fourd_base_url + "/quotes/list", timeout=5)
+    (record,) = sandbox.requests
+    assert record.answered is not None
+    assert (record.answered - record.at).total_seconds() >= 0.06
