@@ -168,7 +168,7 @@ class SyncEngine:
         def produce(numbers: tuple[str, ...]) -> PlannedChunk:
             return self._plan(extract, numbers, window, options)
 
-        def dry_run(chunk: PlannedChunk) -> None:
+        def dry_run(chunk: PlannedChunk, upcoming: Callable[[], PlannedChunk | None]) -> None:
             for quote_plan in chunk.plan.quotes:
                 report.record(chunk.outcome(quote_plan, PAST[quote_plan.action]))
             self.progress.quotes_done(len(chunk.plan.quotes))

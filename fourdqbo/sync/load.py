@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -178,6 +178,9 @@ class Loader:
         self.halt = halt  # set when a later chunk's read failed
         self.progress = progress
         self._sending = threading.local()  # .unsent: this thread's batch has not left yet
+        # One of two writers at work (a chunk's invoices, the next chunk's customers) raised:
+        # the other sends no further batch.
+        self._writer_failed = threading.Event()
         # Run-wide, by DisplayName key: customers known active (found, created or
         # reactivated), and those this run could not get (not tried again this run).
         self.customer_ids: dict[str, str] = {}
@@ -188,8 +191,13 @@ class Loader:
 
     # -- one chunk -----------------------------------------------------------------------
 
-    def load(self, chunk: PlannedChunk) -> None:
-        """Write one chunk and record every one of its quotes in the report."""
+    def load(
+        self, chunk: PlannedChunk, upcoming: Callable[[], PlannedChunk | None] | None = None
+    ) -> None:
+        """Write one chunk and record every one of its quotes in the report.
+
+        `upcoming()` is the next chunk when it has been read already: its new customers are
+        then created while this chunk's invoices are written (see `_CustomersAhead`)."""
         plan = chunk.plan
         for customer in chunk.customers:
             if customer.active:
@@ -216,14 +224,28 @@ class Loader:
                     self.report.record(outcome_of(quote_plan, "failed", error=error))
                     continue
             writes.append(_Write(quote_plan, customer_id, quote_plan.invoice))
+        following = upcoming() if upcoming is not None else None
+        ahead = _CustomersAhead.start(self, following) if following is not None else None
         try:
             self._write_invoices(writes, chunk.item_ids)
             # The last batch may have gone out after the lock was lost (a run frozen past
             # its TTL): then this run must not pass for a clean one (exit 3, no watermark).
             self.check_lock()
+        except Interrupted:
+            # Stopped because the customers ahead failed: their error is what stopped it.
+            if ahead is not None and (failure := ahead.failure()) is not None:
+                raise failure from None
+            raise
+        except BaseException:
+            self._writer_failed.set()  # the customers ahead send nothing more
+            raise
         finally:
+            if ahead is not None:
+                ahead.wait()
             self._record_writes(writes)
             self.progress.quotes_done(len(plan.quotes))
+        if ahead is not None and (failure := ahead.failure()) is not None:
+            raise failure
 
     def _customer_of(self, plan: QuotePlan) -> tuple[str | None, str]:
         """The customer a quote's invoice goes to, or why there is none.
@@ -244,8 +266,13 @@ class Loader:
 
     def checkpoint(self) -> None:
         """Between batches: stop cleanly on a signal, when a chunk's read failed (an
-        upstream refused: nothing more is written), or when the lock was lost."""
-        if self.stop.is_set() or (self.halt is not None and self.halt.is_set()):
+        upstream refused: nothing more is written), when the other writer of this chunk
+        raised (see `_CustomersAhead`), or when the lock was lost."""
+        if (
+            self.stop.is_set()
+            or (self.halt is not None and self.halt.is_set())
+            or self._writer_failed.is_set()
+        ):
             raise Interrupted("interrupted: finished the batch in flight and stopped")
         self.check_lock()
 
@@ -597,6 +624,54 @@ class Loader:
                     customer_id=write.customer_id,
                 )
             self.report.record(outcome)
+
+
+class _CustomersAhead:
+    """The next chunk's new customers, created in a thread of their own while this chunk's
+    invoices are written.
+
+    Each chunk's invoices wait for its customers. Created in turn, every chunk would have
+    two ends where the writes drain (the last batches' answers awaited, nothing waiting at
+    the limiter, and QBO's allowance of that moment lost): customers, then invoices. Ahead,
+    they go out beside the invoices before them, and the next chunk starts with invoices.
+
+    The loader's run-wide customer maps make it safe: this chunk's customers exist before
+    this starts, so nothing is created twice, and the next chunk's `load` creates only what
+    is still missing (none, unless this stopped). It stops on the loader's checkpoint like
+    any batch. An exception here (a lost lock, QBO refusing) also stops the invoice writes
+    at their next checkpoint, and is the one the run reports."""
+
+    def __init__(self, loader: Loader, names: list[str]) -> None:
+        self._loader = loader
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._create, args=(names,), name="qbo-customers-ahead", daemon=True
+        )
+
+    @classmethod
+    def start(cls, loader: Loader, following: PlannedChunk) -> _CustomersAhead | None:
+        names = [c.display_name for c in following.plan.customers_to_create]
+        if not names:
+            return None
+        ahead = cls(loader, names)
+        ahead._thread.start()
+        return ahead
+
+    def _create(self, names: list[str]) -> None:
+        try:
+            self._loader._create_customers(names)
+        except BaseException as exc:  # raised in the loading thread, see `failure`
+            self._error = exc
+            if not isinstance(exc, Interrupted):
+                self._loader._writer_failed.set()
+
+    def wait(self) -> None:
+        self._thread.join()
+
+    def failure(self) -> BaseException | None:
+        """Once done: what stopped it, unless that was only the run's own stop."""
+        self.wait()
+        return None if isinstance(self._error, Interrupted) else self._error
 
 
 def outcome_of(plan: QuotePlan, action: str, **extra: Any) -> QuoteOutcome:

@@ -4,7 +4,9 @@
 chunk: reads only) in `readers` producer threads and `consume` (write it) in the calling
 thread, in order, with at most `ahead` chunks being produced or produced but not yet
 taken (1: while chunk k is written, only chunk k+1 is read and held), so memory does not
-grow with the window (DESIGN.md "Large windows").
+grow with the window (DESIGN.md "Large windows"). `consume(value, upcoming)` may look at
+the next chunk: `upcoming()` is its produced value once its reader is done, else None
+(the loader creates the next chunk's customers while this chunk's invoices are written).
 
 Stopping and failing keep the unchunked run's semantics:
 - an exception in the producer is raised in the calling thread, as it is, when the
@@ -85,7 +87,7 @@ def chunked(
 def run_chunks(
     chunks: Iterable[C],
     produce: Callable[[C], P],
-    consume: Callable[[P], None],
+    consume: Callable[[P, Callable[[], P | None]], None],
     *,
     stop: threading.Event,
     ahead: int = 1,
@@ -163,6 +165,13 @@ def run_chunks(
     threads = [threading.Thread(target=producer, name="sync-chunk-producer", daemon=True)]
     threads[0].start()
     consumed = 0
+
+    def upcoming() -> P | None:
+        """The chunk after the one being consumed, if its reader is done with it."""
+        with ready:
+            word = slots.get(consumed + 1)
+        return word.value if isinstance(word, _Produced) else None
+
     try:
         while True:
             started = time.monotonic()
@@ -186,7 +195,7 @@ def run_chunks(
             if stop.is_set():
                 raise Interrupted("interrupted: finished the batch in flight and stopped")
             try:
-                consume(item.value)
+                consume(item.value, upcoming)
             except Interrupted:
                 failed = _failure(slots, ready)
                 if failed is not None:

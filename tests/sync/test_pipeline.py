@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from itertools import pairwise
 
 import pytest
@@ -18,6 +19,11 @@ from hypothesis import strategies as st
 
 from fourdqbo.errors import UpstreamError
 from fourdqbo.sync.pipeline import FIRST_CHUNK_SHARE, Interrupted, chunked, run_chunks
+
+
+def keep(consumed: list[int]) -> Callable[[int, Callable[[], int | None]], None]:
+    """A consumer that only notes what it was given."""
+    return lambda value, upcoming: consumed.append(value)
 
 
 def _no_producer_left() -> bool:
@@ -46,7 +52,7 @@ def test_every_chunk_is_consumed_in_order_and_the_producer_stays_within_ahead(
             most_ahead = max(most_ahead, len(produced) - len(consumed))
         return n * 10
 
-    def consume(value: int) -> None:
+    def consume(value: int, upcoming: Callable[[], int | None]) -> None:
         with lock:
             consumed.append(value // 10)
         time.sleep(0.001)
@@ -71,7 +77,7 @@ def test_the_next_chunk_is_produced_while_the_current_one_is_consumed() -> None:
             second_produced.set()
         return n
 
-    def consume(n: int) -> None:
+    def consume(n: int, upcoming: Callable[[], int | None]) -> None:
         if n == 0:
             # Chunk 1 is read while chunk 0 is still being written.
             assert second_produced.wait(2)
@@ -103,7 +109,7 @@ def test_two_readers_read_two_chunks_at_once_but_the_first_alone() -> None:
         return n
 
     consumed: list[int] = []
-    run_chunks(range(6), produce, consumed.append, stop=threading.Event(), ahead=3, readers=2)
+    run_chunks(range(6), produce, keep(consumed), stop=threading.Event(), ahead=3, readers=2)
     assert consumed == list(range(6))
     assert alone == [True]
     assert _no_producer_left()
@@ -121,7 +127,7 @@ def test_with_two_readers_an_error_is_raised_at_its_chunk_and_nothing_after_is_r
         return n
 
     with pytest.raises(UpstreamError) as raised:
-        run_chunks(range(50), produce, consumed.append, stop=threading.Event(), ahead=2, readers=2)
+        run_chunks(range(50), produce, keep(consumed), stop=threading.Event(), ahead=2, readers=2)
     assert raised.value is error
     assert consumed == [0, 1, 2]
     assert max(produced) <= 4  # the chunk read together with the failed one, no more
@@ -138,7 +144,7 @@ def test_a_producer_error_is_raised_as_it_is_after_the_chunk_in_hand() -> None:
         return n
 
     with pytest.raises(UpstreamError) as raised:
-        run_chunks(range(5), produce, consumed.append, stop=threading.Event())
+        run_chunks(range(5), produce, keep(consumed), stop=threading.Event())
     assert raised.value is error  # the same error, so the same exit code
     assert consumed == [0, 1]
     assert _no_producer_left()
@@ -157,7 +163,7 @@ def test_a_failed_read_halts_the_chunk_being_written_and_its_error_is_raised() -
             raise error
         return n
 
-    def consume(n: int) -> None:
+    def consume(n: int, upcoming: Callable[[], int | None]) -> None:
         for batch in range(50):
             if failing.is_set():
                 raise Interrupted("interrupted: finished the batch in flight and stopped")
@@ -180,7 +186,7 @@ def test_a_consumer_error_stops_the_producer() -> None:
         produced.append(n)
         return n
 
-    def consume(n: int) -> None:
+    def consume(n: int, upcoming: Callable[[], int | None]) -> None:
         if n == 1:
             raise RuntimeError("write failed")
 
@@ -194,7 +200,7 @@ def test_stop_ends_the_run_between_chunks_with_interrupted() -> None:
     stop = threading.Event()
     consumed: list[int] = []
 
-    def consume(n: int) -> None:
+    def consume(n: int, upcoming: Callable[[], int | None]) -> None:
         consumed.append(n)
         if n == 1:
             stop.set()  # SIGTERM while chunk 1 is written
@@ -211,15 +217,15 @@ def test_stop_before_the_first_chunk_consumes_nothing() -> None:
     stop.set()
     consumed: list[int] = []
     with pytest.raises(Interrupted):
-        run_chunks(range(3), lambda n: n, consumed.append, stop=stop)
+        run_chunks(range(3), lambda n: n, keep(consumed), stop=stop)
     assert consumed == []
 
 
 def test_ahead_and_readers_must_be_at_least_one() -> None:
     with pytest.raises(ValueError):
-        run_chunks([1], lambda n: n, lambda n: None, stop=threading.Event(), ahead=0)
+        run_chunks([1], lambda n: n, lambda n, upcoming: None, stop=threading.Event(), ahead=0)
     with pytest.raises(ValueError):
-        run_chunks([1], lambda n: n, lambda n: None, stop=threading.Event(), readers=0)
+        run_chunks([1], lambda n: n, lambda n, upcoming: None, stop=threading.Event(), readers=0)
 
 
 def test_write_batches_are_sized_to_fill_the_request_limit_exactly() -> None:
