@@ -147,9 +147,11 @@ class RateLimiter:
 
     # Shortest wait: keeps a fake clock moving when float rounding leaves a sliver.
     _MIN_PAUSE = 1e-6
-    # 2% of QBO's minute is 1.2 s; of the benchmark's 5-second window, 0.1 s. Without it,
-    # 2 of the 3 spends the log held back in bench/sync_throughput.py met a 429.
-    GUARD_SHARE = 0.02
+    # 3% of QBO's minute is 1.8 s; of the benchmark's 5-second window, 0.15 s. Without a
+    # guard, 2 of the 3 spends the log held back in bench/sync_throughput.py met a 429;
+    # with 2%, once batches were sized to fill the window (`room`), a 10,000-quote run met
+    # 6, the arrival of a request now and then late by more than 0.1 s on a busy machine.
+    GUARD_SHARE = 0.03
 
     def __init__(
         self,
@@ -167,7 +169,11 @@ class RateLimiter:
         self.window = float(window)
         self.guard = self.window * self.GUARD_SHARE if guard is None else max(float(guard), 0.0)
         self.capacity = max(1, min(burst, limit))
-        self.rate = limit / self.window
+        # The bucket refills at the pace the log allows, `limit` per window plus guard: a
+        # faster bucket runs into the log at the end of every window, and a spend the log
+        # holds back waits for a whole earlier spend to leave (25 units wait for the
+        # oldest batch while a 1-unit read leaves 24 of them unused).
+        self.rate = limit / (self.window + self.guard)
         self._tokens = float(self.capacity)
         self._clock = clock
         self._sleep = sleep
@@ -184,17 +190,44 @@ class RateLimiter:
         """
         return acquire_together([(self, units)])
 
-    def _pause(self, units: int) -> tuple[float, float]:
-        """(seconds until `units` may be spent, now); the caller holds `_lock`."""
-        units = max(1, min(units, self.limit))
+    def room(self, most: int, least: int) -> int:
+        """Block until a spend of `most` units is due by the bucket's pace and the log has
+        room for at least `least`; returns how many of `most` the log has room for then.
+        Spends nothing: the request sized by it acquires as any other.
+
+        The log frees a window's allowance in the lumps spent a window ago. A 25-unit
+        batch that waits for 25 units of room while 24 are free (a 1-unit read left the
+        window) leaves those 24 unused until the next lump leaves, and the same shortfall
+        returns a window later: a batch sized to the room fills it instead."""
+        most = max(1, min(most, self.limit))
+        least = max(1, min(least, most))
+        while True:
+            with self._lock:
+                now = self._refresh()
+                free = self.limit - self._spent_total
+                pause = max(self._bucket_pause(most), self._log_pause(least, now))
+                if pause <= 0:
+                    return min(most, free)
+            self._sleep(max(pause, self._MIN_PAUSE))
+
+    def _refresh(self) -> float:
+        """Refill the bucket and drop what has left the log; returns now. Holds `_lock`."""
         now = self._clock()
         self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
         self._stamp = now
         while self._spent and self._spent[0][0] + self.window + self.guard <= now:
             self._spent_total -= self._spent.popleft()[1]
+        return now
+
+    def _bucket_pause(self, units: int) -> float:
         needed = min(units, self.capacity)
-        bucket_pause = max(needed - self._tokens, 0.0) / self.rate
-        return max(bucket_pause, self._log_pause(units, now)), now
+        return max(needed - self._tokens, 0.0) / self.rate
+
+    def _pause(self, units: int) -> tuple[float, float]:
+        """(seconds until `units` may be spent, now); the caller holds `_lock`."""
+        units = max(1, min(units, self.limit))
+        now = self._refresh()
+        return max(self._bucket_pause(units), self._log_pause(units, now)), now
 
     def _spend(self, units: int, now: float) -> None:
         """Spend `units` at `now`; the caller holds `_lock` and `_pause` said 0."""

@@ -207,6 +207,11 @@ class QBOClient(ApiClient):
         self.batch_limiter = RateLimiter(
             settings.qbo_max_batches_per_minute, window, burst=BATCH_BURST, clock=clock, sleep=sleep
         )
+        # The fewest items a batch sized to the room left in the window goes with: the
+        # request limit over the batch limit (500 / 40: 13), so that batches filling every
+        # gap still fit the batch limit. Less room is left to the next batch.
+        requests = settings.qbo_max_requests_per_minute
+        self.fill_least = min(MAX_BATCH_ITEMS, -(-requests // settings.qbo_max_batches_per_minute))
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -343,20 +348,24 @@ class QBOClient(ApiClient):
         """Customers whose DisplayName matches any of `patterns` (`%` is the wildcard).
 
         QBO has no OR: one `DisplayName LIKE` query per pattern, sent as the Query items of
-        batches of up to 30 (one POST per 30 patterns; each item counts against the request
-        limit). A pattern answering a full page is followed up with paged single queries;
-        one QBO left unanswered in its batch is asked alone. An item answering with a
-        fault raises it. Deduplicated by Id, first seen first.
+        batches of up to 30 (one POST per 30 patterns, fewer when the window has less room;
+        each item counts against the request limit). A pattern answering a full page is
+        followed up with paged single queries; one QBO left unanswered in its batch is
+        asked alone. An item answering with a fault raises it. Deduplicated by Id, first
+        seen first.
         """
         extra = [_ANY_ACTIVE] if include_inactive else []
         wheres = {p: [q.condition_like("DisplayName", p), *extra] for p in dict.fromkeys(patterns)}
         found: dict[str, Customer] = {}
-        for chunk in batch_chunks(list(wheres)):
+        pending = list(wheres)
+        while pending:
             items = [
                 BatchItem(f"l{n}", query=q.select("Customer", wheres[p], "Id", 1, q.MAX_RESULTS))
-                for n, p in enumerate(chunk)
+                for n, p in enumerate(pending[:MAX_BATCH_ITEMS])
             ]
-            for pattern, result in zip(chunk, self.batch(items), strict=True):
+            results = self.batch(items, fill=True)
+            chunk, pending = pending[: len(results)], pending[len(results) :]
+            for pattern, result in zip(chunk, results, strict=True):
                 where = wheres[pattern]
                 if result.outcome_unknown:
                     rows = self.query_all("Customer", where, "Id")
@@ -389,11 +398,15 @@ class QBOClient(ApiClient):
 
     # -- batch -------------------------------------------------------------------------
 
-    def batch(self, items: Sequence[BatchItem]) -> list[BatchResult]:
+    def batch(self, items: Sequence[BatchItem], *, fill: bool = False) -> list[BatchResult]:
         """Send up to 30 items in one POST; results in the order of `items`, matched by bId.
 
         An item QBO did not answer gets a fault with code `OUTCOME_UNKNOWN_CODE`. A batch
         holding a write is itself a write: a lost answer raises `OutcomeUnknown`.
+
+        With `fill`, only the first items that QBO's window has room for when the batch is
+        due are sent (at least `fill_least`, see `RateLimiter.room`): the results are
+        theirs, and the caller sends the rest.
         """
         if not items:
             return []
@@ -402,6 +415,8 @@ class QBOClient(ApiClient):
                 f"a batch holds at most {MAX_BATCH_ITEMS} items, got {len(items)}: "
                 "split it with batch_chunks()"
             )
+        if fill and len(items) > self.fill_least:
+            items = items[: self.request_limiter.room(len(items), least=self.fill_least)]
         payload = [item.payload() for item in items]
         bids = [item.bid for item in items]
         if len(set(bids)) != len(bids):

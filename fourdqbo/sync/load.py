@@ -312,59 +312,72 @@ class Loader:
 
     # -- batches -------------------------------------------------------------------------
 
-    def _send(self, items: list[Any], what: str) -> dict[str, Any] | None:
-        """One write batch after the checkpoint; answers by bId, or None when the outcome
-        is unknown (the caller then looks the documents up instead of writing again)."""
+    def _send(
+        self, items: list[Any], what: str, *, fill: bool = False
+    ) -> tuple[dict[str, Any], int]:
+        """One write request after the checkpoint: (answers by bId, how many of `items` it
+        sent). With `fill`, only as many as QBO's window has room for go (see
+        `QBOClient.batch`); the caller sends the rest. An outcome that is unknown answers
+        nothing: the caller looks those documents up instead of writing them again."""
         self.checkpoint()
         self._sending.unsent = True
         try:
-            results = {r.bid: r for r in self.qbo.batch(items)}
+            answered = self.qbo.batch(items, fill=fill)
         except (OutcomeUnknown, MalformedPayload) as exc:
             log.warning("%s batch outcome unknown (%s); looking the documents up", what, exc)
-            return None
+            # A batch sized to the room sent an unknown number of its items: assume all, so
+            # that none is sent again without being looked up.
+            return {}, len(items)
         finally:
             self._sending.unsent = False
-        self.progress.wrote(len(items))
-        return results
+        self.progress.wrote(len(answered))
+        return {r.bid: r for r in answered}, len(answered)
 
     def _send_batches(
         self, batches: list[list[Any]], what: str
-    ) -> Iterator[tuple[int, dict[str, Any] | None]]:
-        """Send independent batches, `writes_in_flight` at once; yields (index, answers)
-        in the order given.
+    ) -> Iterator[tuple[int, dict[str, Any]]]:
+        """Send independent batches, `writes_in_flight` requests at once; yields (index,
+        answers by bId) for each batch once all of it was sent and answered.
 
-        One batch at a time would make the round trip the pace whenever it is longer
-        than the limiter's interval (25 items at 500 a minute: 3 s, but 50 ms on a
-        benchmark's 1-second "minute"). When a batch raises (a stop, a lost lock), no
-        further batch is sent, the ones in flight are finished and their answers yielded
-        (they may have written), then the error is raised.
+        A batch goes with as many of its items as QBO's window has room for when it is due
+        (`fill`); the rest is the next request. One batch at a time would make the round
+        trip the pace whenever it is longer than the limiter's interval (25 items at 500 a
+        minute: 3 s, but 50 ms on a benchmark's 1-second "minute"). An item without an
+        answer (its request's outcome is unknown) is for the caller to look up.
+
+        When a request raises (a stop, a lost lock), nothing further is sent, the requests
+        in flight are finished and every batch that got answers is yielded (they may have
+        written), then the error is raised.
         """
-        if self.writes_in_flight == 1 or len(batches) == 1:
-            for index, items in enumerate(batches):
-                yield index, self._send(items, what)
-            return
         error: BaseException | None = None
+        answers: dict[int, dict[str, Any]] = {}
+        waiting: deque[tuple[int, list[Any]]] = deque(enumerate(batches))
+        in_flight: deque[tuple[int, list[Any], Future[tuple[dict[str, Any], int]]]] = deque()
         with ThreadPoolExecutor(self.writes_in_flight, thread_name_prefix="qbo-write") as pool:
-            in_flight: deque[tuple[int, Future[dict[str, Any] | None]]] = deque()
-            following = 0
 
             def send_next() -> None:
-                nonlocal following
-                in_flight.append((following, pool.submit(self._send, batches[following], what)))
-                following += 1
+                index, items = waiting.popleft()
+                future = pool.submit(self._send, items, what, fill=True)
+                in_flight.append((index, items, future))
 
-            while following < len(batches) and len(in_flight) < self.writes_in_flight:
+            while waiting and len(in_flight) < self.writes_in_flight:
                 send_next()
             while in_flight:
-                index, future = in_flight.popleft()
+                index, items, future = in_flight.popleft()
                 try:
-                    results = future.result()
+                    answered, sent = future.result()
                 except BaseException as exc:  # raised below, once the others are in
                     error = error or exc
-                    continue
-                if error is None and following < len(batches):
+                    answered, sent = {}, len(items)  # none of them left
+                answers.setdefault(index, {}).update(answered)
+                if error is None and sent < len(items):
+                    waiting.appendleft((index, items[sent:]))  # the rest goes next
+                else:
+                    done = answers.pop(index)
+                    if done or error is None:
+                        yield index, done
+                while error is None and waiting and len(in_flight) < self.writes_in_flight:
                     send_next()
-                yield index, results
         if error is not None:
             raise error
 
@@ -388,7 +401,7 @@ class Loader:
                     _batch_item(f"r{n}", "update", "Customer", _reactivation_body(r))
                     for n, r in enumerate(chunk)
                 ]
-                results = self._send(items, "customer reactivation") or {}
+                results, _ = self._send(items, "customer reactivation")
                 unsure: list[tuple[CustomerToReactivate, QBOFault | None]] = []
                 for n, wish in enumerate(chunk):
                     result = results.get(f"r{n}")
@@ -479,9 +492,6 @@ class Loader:
             ]
             for index, results in self._send_batches(batches, "customer"):
                 chunk = slices[index]
-                if results is None:
-                    uncertain.extend(chunk)
-                    continue
                 for n, name in enumerate(chunk):
                     result = results.get(f"c{n}")
                     if result is not None and result.fault is None and result.entity:
@@ -530,9 +540,6 @@ class Loader:
             batches = [[_invoice_item(n, w, item_ids) for n, w in enumerate(c)] for c in slices]
             for index, results in self._send_batches(batches, "invoice"):
                 chunk = slices[index]
-                if results is None:
-                    uncertain.extend(chunk)
-                    continue
                 for n, write in enumerate(chunk):
                     _absorb(write, results.get(f"i{n}"), uncertain)
             for write in voids:

@@ -664,3 +664,38 @@ def test_pacing_uses_the_configured_window(
         client.query("SELECT * FROM Item")
     assert most_in_any_window(sent_at, 0.6) <= 40
     assert sent_at[-1] - sent_at[0] < 2.0
+
+
+def test_a_batch_sized_to_the_room_sends_what_the_window_has_left(
+    router: respx.MockRouter, make_client: Callable[..., QBOClient], fake_time: FakeTime
+) -> None:
+    sent: list[tuple[float, list[str]]] = []
+
+    def respond(request: httpx.Request) -> httpx.Response:
+        items = jsonio.loads(request.content)["BatchItemRequest"]
+        sent.append((fake_time.now, [i["bId"] for i in items]))
+        return answer(
+            {
+                "BatchItemResponse": [
+                    {"bId": i["bId"], "Invoice": invoice_row(i["bId"], 1)} for i in items
+                ]
+            }
+        )
+
+    router.post(f"{COMPANY}/batch").mock(side_effect=respond)
+    # 60 a minute and 6 batches: a batch sized to the room goes with at least 10 items.
+    client = make_client(QBO_MAX_REQUESTS_PER_MINUTE=60, QBO_MAX_BATCHES_PER_MINUTE=6)
+    assert client.fill_least == 10
+    router.get(f"{COMPANY}/query").mock(return_value=answer({"QueryResponse": {}}))
+    for _ in range(48):  # reads leave room for 12 in this minute
+        client.query("SELECT * FROM Item")
+    items = [BatchItem(str(n), "create", "Invoice", {"DocNumber": str(n)}) for n in range(25)]
+    results = client.batch(items, fill=True)
+    assert [r.bid for r in results] == [str(n) for n in range(12)]
+    assert sent[-1][1] == [str(n) for n in range(12)]
+    # The rest waits for the window, and goes whole once there is room for it.
+    rest = client.batch(items[12:], fill=True)
+    assert [r.bid for r in rest] == [str(n) for n in range(12, 25)]
+    assert sent[-1][0] >= 1000.0 + 60.0
+    # Without fill, a batch waits until all of it fits.
+    assert len(client.batch(items[:20])) == 20

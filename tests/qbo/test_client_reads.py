@@ -314,3 +314,30 @@ def test_all_customers_pages_and_includes_inactive(
     )
     client.all_customers(include_inactive=False)
     assert "Active" not in statement_of(route.calls.last.request)
+
+
+def test_like_batches_are_sized_to_the_room_and_every_pattern_is_asked_once(
+    router: respx.MockRouter, make_client: Callable[..., QBOClient], fake_time: FakeTime
+) -> None:
+    asked: list[list[str]] = []
+
+    def respond(request: httpx.Request) -> httpx.Response:
+        items = batch_statements(request)
+        asked.append([like_pattern(statement) for _, statement in items])
+        responses = []
+        for bid, statement in items:
+            n = int(like_pattern(statement).split(".")[0])
+            rows = [customer_row(n, f"{n}.AB")]
+            responses.append({"bId": bid, "QueryResponse": {"Customer": rows}})
+        return answer({"BatchItemResponse": responses})
+
+    router.post(f"{COMPANY}/batch").mock(side_effect=respond)
+    router.get(f"{COMPANY}/query").mock(return_value=answer({"QueryResponse": {}}))
+    client = make_client(QBO_MAX_REQUESTS_PER_MINUTE=60)
+    for _ in range(45):  # room for 15 look-ups in this minute
+        client.query("SELECT * FROM Item")
+    patterns = [f"{1000 + n}.%" for n in range(40)]
+    customers = client.find_customers_like(patterns)
+    assert [len(batch) for batch in asked] == [15, 25]
+    assert [p for batch in asked for p in batch] == patterns
+    assert len({c.id for c in customers}) == 40

@@ -32,7 +32,7 @@ class CustomerBooks:
         self.before_write = None
         self.request_count = 0
 
-    def batch(self, items: Sequence[Any]) -> list[BatchResult]:
+    def batch(self, items: Sequence[Any], *, fill: bool = False) -> list[BatchResult]:
         self.batches.append([dict(item.body) for item in items])
         answer = self.answers.pop(0)
         if answer == "lost":

@@ -38,6 +38,7 @@ class FakeBooks:
         self.delay = delay
         self.after_batch = after_batch
         self.refuse_customers = refuse_customers  # raised for a batch of new customers
+        self.room: list[int] = []  # items the next batches sized to the room may hold
         self.before_write: Callable[[], None] | None = None
         self.request_count = 0
         self.batches: list[list[str]] = []
@@ -46,7 +47,11 @@ class FakeBooks:
         self.most_in_flight = 0
         self.timeline: list[tuple[str, str, float]] = []  # (sent|answered, entity, when)
 
-    def batch(self, items: Sequence[Any]) -> list[BatchResult]:
+    def batch(self, items: Sequence[Any], *, fill: bool = False) -> list[BatchResult]:
+        if fill and self.room:  # the window has room for only so many: send the first
+            items = items[: self.room.pop(0)]
+        if self.before_write is not None:  # as the client does, once the batch is due
+            self.before_write()
         with self._lock:
             self._in_flight += 1
             self.most_in_flight = max(self.most_in_flight, self._in_flight)
@@ -129,8 +134,18 @@ def deletes(count: int) -> PlannedChunk:
     return PlannedChunk(Plan(tuple(plans), (), ()), (), {})
 
 
-def loader(books: FakeBooks, stop: threading.Event, report: RunReport) -> Loader:
-    return Loader(books, report, lock=None, stop=stop, progress=NoProgress(), batch_size=5)
+def loader(
+    books: FakeBooks, stop: threading.Event, report: RunReport, writes_in_flight: int = 2
+) -> Loader:
+    return Loader(
+        books,
+        report,
+        lock=None,
+        stop=stop,
+        progress=NoProgress(),
+        batch_size=5,
+        writes_in_flight=writes_in_flight,
+    )
 
 
 def test_batches_go_two_at_a_time_and_every_quote_is_recorded() -> None:
@@ -164,15 +179,7 @@ def test_a_stop_sends_no_further_batch_and_records_the_ones_in_flight() -> None:
 def test_one_write_in_flight_is_sequential() -> None:
     books = FakeBooks(delay=0.001)
     report = RunReport(run_id="r", started_at=utcnow())
-    Loader(
-        books,
-        report,
-        lock=None,
-        stop=threading.Event(),
-        progress=NoProgress(),
-        batch_size=5,
-        writes_in_flight=1,
-    ).load(deletes(12))
+    loader(books, threading.Event(), report, writes_in_flight=1).load(deletes(12))
     assert books.most_in_flight == 1
     assert [len(batch) for batch in books.batches] == [5, 5, 2]
 
@@ -267,10 +274,46 @@ def test_a_refusal_while_creating_ahead_stops_this_chunks_invoices_and_is_raised
 
 def test_a_stop_while_creating_ahead_is_the_runs_interruption() -> None:
     stop = threading.Event()
-    books = FakeBooks(after_batch=lambda sent: stop.set() if sent == 2 else None)
+    stopped_at: list[float] = []
+
+    def stop_after(sent: int) -> None:
+        if sent == 2:
+            stopped_at.append(time.monotonic())
+            stop.set()
+
+    books = FakeBooks(after_batch=stop_after)
+    report = RunReport(run_id="r", started_at=utcnow())
+    writer = loader(books, stop, report)
+    books.before_write = writer.before_write
+    with pytest.raises(Interrupted):
+        writer.load(deletes(40), lambda: creates(range(200, 240)))
+    # Nothing left after the stop: only what was in flight then was finished.
+    assert all(at < stopped_at[0] for what, _, at in books.timeline if what == "sent")
+    assert 0 < report.customers_created < 40
+    assert report.counts()["deleted"] < 40
+
+
+def test_a_batch_sized_to_the_room_sends_the_rest_next_and_records_every_quote() -> None:
+    books = FakeBooks(delay=0.001)
+    books.room = [3, 2, 4]  # room for 3 items, then for the 2 left, then for 4 of 5
+    report = RunReport(run_id="r", started_at=utcnow())
+    loader(books, threading.Event(), report, writes_in_flight=1).load(deletes(12))
+    assert [len(batch) for batch in books.batches] == [3, 2, 4, 1, 2]
+    assert report.counts()["deleted"] == 12
+    sent = [i for batch in books.batches for i in batch]
+    assert sorted(sent) == sorted(str(500 + n) for n in range(12))  # each once
+
+
+def test_a_stop_after_part_of_a_batch_records_that_part_and_sends_no_rest() -> None:
+    stop = threading.Event()
+    books = FakeBooks(delay=0.001, after_batch=lambda sent: stop.set())
+    books.room = [3]
     report = RunReport(run_id="r", started_at=utcnow())
     with pytest.raises(Interrupted):
-        loader(books, stop, report).load(deletes(40), lambda: creates(range(200, 240)))
-    # At most the batches in flight when the stop came were sent: two of each writer.
-    assert len(books.batches) <= 2 + 4
-    assert report.customers_created <= 5 * 2
+        loader(books, stop, report, writes_in_flight=1).load(deletes(10))
+    assert books.batches == [["500", "501", "502"]]
+    outcomes = report.outcomes.values()
+    assert {o.invoice_id for o in outcomes if o.action == "deleted"} == {"500", "501", "502"}
+    unsent = [o for o in outcomes if o.action == "failed"]
+    assert len(unsent) == 7
+    assert all("the run stopped first" in (o.error or "") for o in unsent)
