@@ -246,7 +246,8 @@ def test_a_4d_refusal_while_reading_a_later_chunk_is_the_runs_error(
     sandbox: Sandbox, env: dict[str, str], sync: SyncRun
 ) -> None:
     def on_write(done: int, writes: int) -> None:
-        sandbox.knobs.fourd.unauthorized = True  # credentials revoked after the first write
+        if done:  # credentials revoked once a chunk is written, while later ones are read
+            sandbox.knobs.fourd.unauthorized = True
 
     with pytest.raises(AuthError) as raised:
         run_engine(env, _Hook(on_write), threading.Event(), sandbox.clock.now)
