@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import signal
 import sys
 import threading
@@ -90,8 +91,6 @@ def freeze_start_up() -> None:
     write's pacing stamp and its leaving, long enough to be counted by QBO in the window
     before (a 429). No collection first: on two busy cores one cost a run 150-220 ms, more
     than all else a run that then finds the lock held does."""
-    import gc
-
     gc.freeze()
 
 
